@@ -1,0 +1,5 @@
+site "broken" {
+
+gateway "gw" {
+  board = "rpi5"
+}
