@@ -130,7 +130,7 @@ func newFlags(v *verb) *pflag.FlagSet {
 // parse parses args; on --help it writes the usage and returns
 // pflag.ErrHelp, which Main turns into exit status 0.
 func parse(e *Env, v *verb, fs *pflag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(goStyle(fs, args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			writeUsage(e.Stdout, v, fs)
 			return pflag.ErrHelp
@@ -142,6 +142,26 @@ func parse(e *Env, v *verb, fs *pflag.FlagSet, args []string) error {
 		return pflag.ErrHelp
 	}
 	return nil
+}
+
+// goStyle accepts long flags with one dash, as Go and Terraform users
+// write them (fmt -check): "-check" becomes "--check" when check is a
+// long flag of the command and not a run of one-letter flags.
+func goStyle(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if fs.Lookup(name) != nil {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 func writeUsage(w io.Writer, v *verb, fs *pflag.FlagSet) {

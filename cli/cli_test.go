@@ -385,8 +385,8 @@ func TestFmt(t *testing.T) {
 	if fi, _ := os.Stat(messy); fi.Mode().Perm() != 0o640 {
 		t.Errorf("fmt changed the mode to %v", fi.Mode())
 	}
-	if code, _, _ := run(t, nil, "fmt", "--check", dir); code != 0 {
-		t.Errorf("fmt --check after fmt: exit %d", code)
+	if code, _, _ := run(t, nil, "fmt", "-check", dir); code != 0 {
+		t.Errorf("fmt -check after fmt: exit %d", code)
 	}
 	broken := filepath.Join(dir, "broken.hcl")
 	os.WriteFile(broken, []byte("site \"x\" {\n"), 0o644)
