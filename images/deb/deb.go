@@ -1,0 +1,255 @@
+// Package deb reads Debian binary packages: the ar container, the
+// control archive (control file, maintainer scripts, md5sums, conffiles,
+// triggers) and the data archive, each tar compressed with gzip, xz,
+// zstd, bzip2 or not at all. It reads; it never writes to disk, so what
+// a package may do with its paths is decided by the caller.
+package deb
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/bzip2"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Member is one file of the control archive.
+type Member struct {
+	Name string
+	Mode int64
+	Data []byte
+}
+
+// Package is an opened .deb.
+type Package struct {
+	// Control is the control file as the package ships it.
+	Control []byte
+	// Members are the other files of the control archive (preinst,
+	// postinst, prerm, postrm, config, templates, md5sums, conffiles,
+	// triggers, shlibs, symbols…), by name.
+	Members []Member
+
+	data       io.Reader // the compressed data member
+	dataFormat string
+}
+
+// Member returns a control member's content, or nil.
+func (p *Package) Member(name string) []byte {
+	for _, m := range p.Members {
+		if m.Name == name {
+			return m.Data
+		}
+	}
+	return nil
+}
+
+// Read opens a .deb from r and reads its control archive; Data then
+// walks the data archive. r is read once, front to back.
+func Read(r io.Reader) (*Package, error) {
+	ar := &arReader{r: bufio.NewReaderSize(r, 64<<10)}
+	if err := ar.header(); err != nil {
+		return nil, err
+	}
+	p := &Package{}
+	sawVersion := false
+	for {
+		name, size, err := ar.next()
+		if err == io.EOF {
+			return nil, errors.New("no data.tar member: not a complete .deb")
+		}
+		if err != nil {
+			return nil, err
+		}
+		body := io.LimitReader(ar.r, size)
+		switch {
+		case name == "debian-binary":
+			b, err := io.ReadAll(body)
+			if err != nil {
+				return nil, err
+			}
+			if !bytes.HasPrefix(b, []byte("2.")) {
+				return nil, fmt.Errorf("debian-binary says format %q; only 2.x is known", strings.TrimSpace(string(b)))
+			}
+			sawVersion = true
+		case strings.HasPrefix(name, "control.tar"):
+			if !sawVersion {
+				return nil, errors.New("control.tar before debian-binary: not a .deb")
+			}
+			if err := p.readControl(body, strings.TrimPrefix(name, "control.tar")); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		case strings.HasPrefix(name, "data.tar"):
+			if p.Control == nil {
+				return nil, errors.New("data.tar before control.tar or no control file: not a .deb")
+			}
+			p.data, p.dataFormat = body, strings.TrimPrefix(name, "data.tar")
+			ar.pending = size
+			return p, nil
+		case strings.HasPrefix(name, "_"):
+			// Reserved for extensions; dpkg skips them.
+		default:
+			return nil, fmt.Errorf("unexpected member %q", name)
+		}
+		if err := ar.skip(body, size); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// decompress wraps r according to a member's suffix.
+func decompress(r io.Reader, suffix string) (io.Reader, func(), error) {
+	switch suffix {
+	case "":
+		return r, func() {}, nil
+	case ".gz":
+		z, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, func() { z.Close() }, nil
+	case ".xz":
+		z, err := xz.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, func() {}, nil
+	case ".zst":
+		// One goroutine per package: the caller runs packages in
+		// parallel already.
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, z.Close, nil
+	case ".bz2":
+		return bzip2.NewReader(r), func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown compression %q", suffix)
+}
+
+func (p *Package) readControl(r io.Reader, suffix string) error {
+	zr, done, err := decompress(r, suffix)
+	if err != nil {
+		return err
+	}
+	defer done()
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		if strings.Contains(name, "/") {
+			continue
+		}
+		if h.Size > 64<<20 {
+			return fmt.Errorf("control member %s is %d bytes: too large", name, h.Size)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return err
+		}
+		if name == "control" {
+			p.Control = b
+			continue
+		}
+		p.Members = append(p.Members, Member{Name: name, Mode: h.Mode, Data: b})
+	}
+	if p.Control == nil {
+		return errors.New("no control file")
+	}
+	return nil
+}
+
+// Data calls fn for every member of the data archive in archive order.
+// body reads a regular file's content; fn need not read it. Data may be
+// called once.
+func (p *Package) Data(fn func(h *tar.Header, body io.Reader) error) error {
+	if p.data == nil {
+		return errors.New("data archive already read")
+	}
+	zr, done, err := decompress(p.data, p.dataFormat)
+	p.data = nil
+	if err != nil {
+		return fmt.Errorf("data.tar%s: %w", p.dataFormat, err)
+	}
+	defer done()
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("data.tar%s: %w", p.dataFormat, err)
+		}
+		if err := fn(h, tr); err != nil {
+			return err
+		}
+	}
+}
+
+// arReader reads the common ar format that .debs use.
+type arReader struct {
+	r       *bufio.Reader
+	pending int64
+}
+
+func (a *arReader) header() error {
+	magic := make([]byte, 8)
+	if _, err := io.ReadFull(a.r, magic); err != nil {
+		return fmt.Errorf("reading the ar header: %w", err)
+	}
+	if string(magic) != "!<arch>\n" {
+		return errors.New("not an ar archive, so not a .deb")
+	}
+	return nil
+}
+
+func (a *arReader) next() (string, int64, error) {
+	var h [60]byte
+	if _, err := io.ReadFull(a.r, h[:]); err != nil {
+		if err == io.EOF {
+			return "", 0, io.EOF
+		}
+		return "", 0, fmt.Errorf("reading an ar member header: %w", err)
+	}
+	if h[58] != '`' || h[59] != '\n' {
+		return "", 0, errors.New("damaged ar member header")
+	}
+	name := strings.TrimRight(string(h[0:16]), " ")
+	name = strings.TrimSuffix(name, "/") // GNU ar
+	size, err := strconv.ParseInt(strings.TrimSpace(string(h[48:58])), 10, 64)
+	if err != nil || size < 0 {
+		return "", 0, fmt.Errorf("ar member %q: bad size", name)
+	}
+	return name, size, nil
+}
+
+// skip discards what is left of a member and its padding byte.
+func (a *arReader) skip(body io.Reader, size int64) error {
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return err
+	}
+	if size%2 == 1 {
+		if _, err := a.r.ReadByte(); err != nil && err != io.EOF {
+			return err
+		}
+	}
+	return nil
+}
