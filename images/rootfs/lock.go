@@ -1,0 +1,245 @@
+package rootfs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/appliance/appliance/images/apt"
+	"github.com/appliance/appliance/images/resolve"
+)
+
+// lockFormat is the version of the lock file's layout.
+const lockFormat = 1
+
+// LockName is the lock's file name in a folder spec.
+const LockName = "appliance.lock"
+
+// Lock is a resolved package set: what appliance.lock holds. It is
+// enough to build without reading any index: every package's URL and
+// SHA-256 are in it.
+type Lock struct {
+	Format int `json:"format"`
+	// Inputs is the checksum of the request the lock was made for
+	// (Request.Inputs).
+	Inputs  string       `json:"inputs"`
+	Suite   string       `json:"suite"`
+	Arch    string       `json:"arch"`
+	Base    string       `json:"base"`
+	Sources []LockSource `json:"sources"`
+	// Requested are the packages asked for on top of the base set.
+	Requested []string      `json:"requested"`
+	Packages  []LockPackage `json:"packages"`
+}
+
+// LockSource is a source as the lock records it.
+type LockSource struct {
+	Name       string   `json:"name"`
+	URL        string   `json:"url"`
+	Suite      string   `json:"suite"`
+	Components []string `json:"components"`
+	// Keys are the fingerprints of the keyring's primary keys.
+	Keys     []string `json:"keys"`
+	Priority int      `json:"priority"`
+	// Signer is the key that signed the Release the lock was made from.
+	Signer string `json:"signer,omitempty"`
+}
+
+// LockPackage is one package of the root file system.
+type LockPackage struct {
+	Name          string `json:"name"`
+	Version       string `json:"version"`
+	Architecture  string `json:"architecture"`
+	Source        string `json:"source"`
+	SourceVersion string `json:"source_version,omitempty"`
+	// Repo is the name of the spec's source it comes from.
+	Repo   string `json:"repo"`
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	// InstalledSize is in KiB, as the index says.
+	InstalledSize int64 `json:"installed_size,omitempty"`
+	// Base marks packages of the base set.
+	Base bool `json:"base,omitempty"`
+}
+
+// ID names a locked package for messages.
+func (p *LockPackage) ID() string { return p.Name + " " + p.Version }
+
+// Fits reports whether the lock was made for this request.
+func (l *Lock) Fits(r *Request) bool { return l.Format == lockFormat && l.Inputs == r.Inputs() }
+
+// DownloadSize is the sum of the packages' sizes.
+func (l *Lock) DownloadSize() int64 {
+	var n int64
+	for _, p := range l.Packages {
+		n += p.Size
+	}
+	return n
+}
+
+// LockPath is where the lock of a spec lives: appliance.lock inside a
+// folder spec; NAME.lock beside a file spec NAME.hcl, so two specs in
+// one folder (examples/) do not share one lock.
+func LockPath(specPath string) string {
+	if fi, err := os.Stat(specPath); err == nil && fi.IsDir() {
+		return filepath.Join(specPath, LockName)
+	}
+	return strings.TrimSuffix(specPath, filepath.Ext(specPath)) + ".lock"
+}
+
+// ReadLock reads a lock file. A missing file is reported with
+// os.ErrNotExist.
+func ReadLock(path string) (*Lock, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var l Lock
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("%s: %w; delete it and run appliance lock", path, err)
+	}
+	if l.Format != lockFormat {
+		return nil, fmt.Errorf("%s has format %d; this appliance reads format %d: run appliance lock", path, l.Format, lockFormat)
+	}
+	for _, p := range l.Packages {
+		if len(p.SHA256) != 64 || p.URL == "" || p.Name == "" {
+			return nil, fmt.Errorf("%s: package %q has no URL or SHA-256; run appliance lock", path, p.Name)
+		}
+	}
+	return &l, nil
+}
+
+// Encode writes the lock as indented JSON, packages sorted by name.
+func (l *Lock) Encode(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(l)
+}
+
+// WriteFile writes the lock atomically.
+func (l *Lock) WriteFile(path string) error {
+	var b bytes.Buffer
+	if err := l.Encode(&b); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-lock-")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(b.Bytes()); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// Universe fetches and verifies every source's Release and indexes and
+// indexes the packages they offer for the request's architecture.
+func Universe(ctx context.Context, c *apt.Client, req *Request) (*resolve.Universe, map[string]string, error) {
+	if len(req.Sources) == 0 {
+		return nil, nil, errors.New("no apt sources; name at least one in the spec's os block")
+	}
+	var all []*apt.Package
+	signers := map[string]string{}
+	for _, s := range req.Sources {
+		rel, err := c.Release(ctx, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		signers[s.Name] = rel.Signer
+		pkgs, err := c.Packages(ctx, s, rel, req.Arch)
+		if err != nil {
+			return nil, nil, err
+		}
+		all = append(all, pkgs...)
+	}
+	u, err := resolve.NewUniverse(all, req.Arch)
+	return u, signers, err
+}
+
+// Plan reads the sources and resolves the request: the base set plus
+// the requested packages and their dependencies.
+func Plan(ctx context.Context, c *apt.Client, req *Request) (*Lock, error) {
+	u, signers, err := Universe(ctx, c, req)
+	if err != nil {
+		return nil, err
+	}
+	base := u.Required()
+	want := append(append([]string{}, base...), req.Packages...)
+	pkgs, err := resolve.Resolve(u, want)
+	if err != nil {
+		return nil, fmt.Errorf("resolving the packages: %w", err)
+	}
+	l := &Lock{Format: lockFormat, Inputs: req.Inputs(), Suite: req.Suite, Arch: req.Arch, Base: baseRule, Sources: req.lockSources()}
+	for i := range l.Sources {
+		l.Sources[i].Signer = signers[l.Sources[i].Name]
+	}
+	l.Requested = append([]string{}, req.Packages...)
+	sort.Strings(l.Requested)
+	l.Requested = slices.Compact(l.Requested)
+	for _, p := range pkgs {
+		_, isBase := slices.BinarySearch(base, p.Name)
+		l.Packages = append(l.Packages, LockPackage{
+			Name: p.Name, Version: p.Version, Architecture: p.Architecture,
+			Source: p.Source, SourceVersion: p.SourceVersion,
+			Repo: p.Repo.Name, URL: p.URL(), SHA256: p.SHA256, Size: p.Size,
+			InstalledSize: p.InstalledSize, Base: isBase,
+		})
+	}
+	return l, nil
+}
+
+// Diff summarises how a new lock differs from an old one, for lock's
+// output: added, removed and changed package names.
+func Diff(old, new *Lock) (added, removed, changed []string) {
+	om := map[string]string{}
+	if old != nil {
+		for _, p := range old.Packages {
+			om[p.Name] = p.Version
+		}
+	}
+	nm := map[string]bool{}
+	for _, p := range new.Packages {
+		nm[p.Name] = true
+		v, ok := om[p.Name]
+		switch {
+		case !ok:
+			added = append(added, p.Name)
+		case v != p.Version:
+			changed = append(changed, fmt.Sprintf("%s %s → %s", p.Name, v, p.Version))
+		}
+	}
+	if old != nil {
+		for _, p := range old.Packages {
+			if !nm[p.Name] {
+				removed = append(removed, p.Name)
+			}
+		}
+	}
+	return added, removed, changed
+}

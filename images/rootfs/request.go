@@ -1,0 +1,146 @@
+// Package rootfs builds a gateway's root file system from apt
+// repositories, on any host and without root, chroot or emulation — what
+// debootstrap's first stage or mmdebstrap --variant=extract do, verified
+// end to end and reproducible. A build is four steps:
+//
+//	lock, err := rootfs.Plan(ctx, client, req)          // indexes → resolved, locked package set
+//	err = rootfs.Fetch(ctx, client, lock, cache, prog)  // .debs into the cache, hash-checked
+//	t, err := rootfs.Unpack(ctx, lock, cache, opts)     // cache → file tree with the dpkg database
+//	err = sbom.Write(w, …rootfs.SBOM(lock)…)            // what is in it
+//
+// Plan is skipped when an appliance.lock fits the request (Lock.Fits).
+// Unpack keeps every package's unpacked form in the cache (content blobs
+// and a manifest), so a warm build never decompresses anything.
+// Maintainer scripts never run on the build host: the tree is left as
+// dpkg --unpack leaves a system, and the gateway's first boot runs the
+// preinst scripts and dpkg --configure -a.
+package rootfs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/appliance/appliance/images/apt"
+	"github.com/appliance/appliance/keys"
+	"github.com/appliance/appliance/spec"
+)
+
+// Request is what a root file system is built from.
+type Request struct {
+	Suite   string
+	Arch    string
+	Sources []*apt.Source
+	// Packages are the packages asked for on top of the base set.
+	Packages []string
+}
+
+// Base set: every package the suite marks Essential or Priority
+// required, as debootstrap's and mmdebstrap's "required" variants
+// install (in trixie that includes apt). Recommends are never followed.
+const baseRule = "essential+required, no recommends"
+
+// Source priorities (see apt.Source.Priority). Every source gets apt's
+// default, so the highest version wins as it does with apt on Raspberry
+// Pi OS; the Raspberry Pi archive gets more, so that its builds of a
+// package (kernel, firmware, patched libraries) win over Debian's
+// whatever their version numbers say.
+const (
+	DefaultPriority     = 500
+	RaspberryPiPriority = 600
+)
+
+// KernelPackages are the kernel packages each board boots; the image
+// writer takes the kernel and its modules from them.
+var KernelPackages = map[string][]string{
+	"qemu-arm64": {"linux-image-arm64"},
+	"rpi5":       {"linux-image-rpi-2712"},
+	"rpi4":       {"linux-image-rpi-v8"},
+}
+
+// FromSite turns a site's os block, its board and the modules' packages
+// into a request. It reads each source's keyring (a file or a shipped
+// one).
+func FromSite(site *spec.Site, modulePackages []string) (*Request, error) {
+	board, ok := spec.Boards[site.Gateway.Board]
+	if !ok {
+		return nil, fmt.Errorf("unknown board %q", site.Gateway.Board)
+	}
+	req := &Request{Suite: site.OS.Suite, Arch: board.Arch}
+	for _, s := range site.OS.Sources {
+		var b []byte
+		var err error
+		if s.Keyring != "" {
+			b, err = os.ReadFile(s.Keyring)
+		} else {
+			b, err = keys.Read(s.ShippedKeyring)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", s.Name, err)
+		}
+		kr, err := apt.ReadKeyring(b)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: keyring %s: %w", s.Name, s.Keyring+s.ShippedKeyring, err)
+		}
+		prio := DefaultPriority
+		if isRaspberryPi(s) {
+			prio = RaspberryPiPriority
+		}
+		req.Sources = append(req.Sources, &apt.Source{Name: s.Name, URL: s.URL, Suite: s.Suite, Components: s.Components, Keyring: kr, Priority: prio})
+	}
+	pkgs := append(append(append([]string{}, modulePackages...), site.OS.Packages...), KernelPackages[board.ID]...)
+	sort.Strings(pkgs)
+	req.Packages = slices.Compact(pkgs)
+	return req, nil
+}
+
+func isRaspberryPi(s spec.Source) bool {
+	if s.ShippedKeyring == "raspberrypi" {
+		return true
+	}
+	u, err := url.Parse(s.URL)
+	return err == nil && (u.Hostname() == "archive.raspberrypi.com" || u.Hostname() == "archive.raspberrypi.org")
+}
+
+// inputs is everything that decides a lock's content besides the
+// archive's state: its checksum is the lock's Inputs.
+type inputs struct {
+	Format   int          `json:"format"`
+	Suite    string       `json:"suite"`
+	Arch     string       `json:"arch"`
+	Base     string       `json:"base"`
+	Sources  []LockSource `json:"sources"`
+	Packages []string     `json:"packages"`
+}
+
+func (r *Request) lockSources() []LockSource {
+	var out []LockSource
+	for _, s := range r.Sources {
+		var fps []string
+		if s.Keyring != nil {
+			fps = s.Keyring.Fingerprints()
+			sort.Strings(fps)
+		}
+		out = append(out, LockSource{Name: s.Name, URL: strings.TrimSuffix(s.URL, "/"), Suite: s.Suite, Components: s.Components, Keys: fps, Priority: s.Priority})
+	}
+	return out
+}
+
+// Inputs is the SHA-256 of the request's canonical form: suite,
+// architecture, base rule, sources with their keys' fingerprints and
+// priorities, and the requested packages. A lock whose Inputs differ was
+// made for another request.
+func (r *Request) Inputs() string {
+	pkgs := append([]string{}, r.Packages...)
+	sort.Strings(pkgs)
+	in := inputs{Format: lockFormat, Suite: r.Suite, Arch: r.Arch, Base: baseRule, Sources: r.lockSources(), Packages: slices.Compact(pkgs)}
+	b, _ := json.Marshal(in)
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
