@@ -168,9 +168,14 @@ func (s *Source) distURL(p string) string {
 	return strings.TrimSuffix(s.URL, "/") + "/dists/" + s.Suite + "/" + p
 }
 
-// PoolURL is the URL of a file the index names by Filename.
+// PoolURL is the URL of a file the index names by Filename; each path
+// segment is escaped, so a file name is fetched as it is spelt.
 func (s *Source) PoolURL(filename string) string {
-	return strings.TrimSuffix(s.URL, "/") + "/" + strings.TrimPrefix(filename, "/")
+	segs := strings.Split(strings.TrimPrefix(filename, "/"), "/")
+	for i, seg := range segs {
+		segs[i] = url.PathEscape(seg)
+	}
+	return strings.TrimSuffix(s.URL, "/") + "/" + strings.Join(segs, "/")
 }
 
 func (s *Source) String() string {

@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -260,6 +261,11 @@ func (u *unpacker) put(pk *unpacked, e *tree.Entry) error {
 				// A folder over a symlink to a folder keeps the symlink,
 				// as merged /usr needs: /lib stays a link to usr/lib.
 				q, err := u.t.Resolve(rp + "/.")
+				var esc *tree.EscapeError
+				if errors.As(err, &esc) {
+					esc.Path = p
+					return esc
+				}
 				if err != nil {
 					return fmt.Errorf("/%s: %w", p, err)
 				}

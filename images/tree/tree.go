@@ -136,6 +136,22 @@ func (t *Tree) Get(p string) *Entry { return t.entries[p] }
 // ErrEscape is wrapped by errors for paths that leave the tree.
 var ErrEscape = errors.New("leaves the root file system")
 
+// EscapeError is a path that resolves outside the tree.
+type EscapeError struct {
+	Path string
+	// Link and Target name the symlink that climbs out, if one does.
+	Link, Target string
+}
+
+func (e *EscapeError) Error() string {
+	if e.Link == "" {
+		return "/" + e.Path + ": " + ErrEscape.Error()
+	}
+	return fmt.Sprintf("/%s: symlink /%s → %s %s", e.Path, e.Link, e.Target, ErrEscape)
+}
+
+func (e *EscapeError) Unwrap() error { return ErrEscape }
+
 // Clean turns a path as packages and tar archives spell it ("./usr/bin/",
 // "/etc/passwd") into the tree's form ("usr/bin", "etc/passwd"). It
 // refuses ".." components and absolute paths (other than "/" and "./"
@@ -181,7 +197,7 @@ func (t *Tree) Resolve(p string) (string, error) {
 			continue
 		case "..":
 			if len(done) == 0 {
-				return "", fmt.Errorf("/%s: %w", p, ErrEscape)
+				return "", &EscapeError{Path: p}
 			}
 			done = done[:len(done)-1]
 			continue
@@ -208,7 +224,7 @@ func (t *Tree) Resolve(p string) (string, error) {
 			case "", ".":
 			case "..":
 				if depth--; depth < 0 {
-					return "", fmt.Errorf("/%s: symlink /%s → %s %w", p, cur, e.Link, ErrEscape)
+					return "", &EscapeError{Path: p, Link: cur, Target: e.Link}
 				}
 			default:
 				depth++
