@@ -12,7 +12,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	"github.com/appliance/appliance/images/internal/fixture"
+	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/keys"
 )
 

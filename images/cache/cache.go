@@ -32,13 +32,29 @@ type Cache struct {
 	Dir string
 }
 
-// Default returns the cache in the XDG cache folder.
+// Default returns the cache in the XDG cache folder of the process.
 func Default() (*Cache, error) {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return nil, fmt.Errorf("finding the cache folder: %w; set XDG_CACHE_HOME", err)
+	return FromEnv(os.Environ())
+}
+
+// FromEnv returns the cache in the XDG cache folder an environment names:
+// $XDG_CACHE_HOME/appliance, else $HOME/.cache/appliance.
+func FromEnv(environ []string) (*Cache, error) {
+	var xdg, home string
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "XDG_CACHE_HOME="); ok {
+			xdg = v
+		} else if v, ok := strings.CutPrefix(kv, "HOME="); ok {
+			home = v
+		}
 	}
-	return &Cache{Dir: filepath.Join(d, "appliance")}, nil
+	switch {
+	case filepath.IsAbs(xdg):
+		return &Cache{Dir: filepath.Join(xdg, "appliance")}, nil
+	case home != "":
+		return &Cache{Dir: filepath.Join(home, ".cache", "appliance")}, nil
+	}
+	return nil, errors.New("no cache folder: set XDG_CACHE_HOME or HOME")
 }
 
 // Path is where the file of a hash lives; it may not exist.

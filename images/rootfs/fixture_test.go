@@ -21,7 +21,7 @@ import (
 
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/cache"
-	"github.com/appliance/appliance/images/internal/fixture"
+	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/images/sbom"
 	"github.com/appliance/appliance/images/tree"
 )

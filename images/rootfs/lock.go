@@ -243,3 +243,77 @@ func Diff(old, new *Lock) (added, removed, changed []string) {
 	}
 	return added, removed, changed
 }
+
+// Changes says how a request differs from the one the lock was made
+// for, in words ("packages added: chrony"); empty when the lock fits.
+func (l *Lock) Changes(r *Request) []string {
+	if l.Fits(r) {
+		return nil
+	}
+	var out []string
+	if l.Format != lockFormat {
+		out = append(out, fmt.Sprintf("lock format %d, not %d", l.Format, lockFormat))
+	}
+	if l.Suite != r.Suite {
+		out = append(out, fmt.Sprintf("suite %s → %s", l.Suite, r.Suite))
+	}
+	if l.Arch != r.Arch {
+		out = append(out, fmt.Sprintf("architecture %s → %s", l.Arch, r.Arch))
+	}
+	if l.Base != baseRule {
+		out = append(out, fmt.Sprintf("base set %q → %q", l.Base, baseRule))
+	}
+	old := map[string]LockSource{}
+	for _, s := range l.Sources {
+		s.Signer = ""
+		old[s.Name] = s
+	}
+	now := map[string]bool{}
+	for _, s := range r.lockSources() {
+		now[s.Name] = true
+		o, ok := old[s.Name]
+		switch {
+		case !ok:
+			out = append(out, "source added: "+s.Name)
+		case o.URL != s.URL || o.Suite != s.Suite || strings.Join(o.Components, " ") != strings.Join(s.Components, " "):
+			out = append(out, "source changed: "+s.Name)
+		case strings.Join(o.Keys, " ") != strings.Join(s.Keys, " "):
+			out = append(out, "keyring changed: "+s.Name)
+		case o.Priority != s.Priority:
+			out = append(out, fmt.Sprintf("priority of %s %d → %d", s.Name, o.Priority, s.Priority))
+		}
+	}
+	for _, s := range l.Sources {
+		if !now[s.Name] {
+			out = append(out, "source removed: "+s.Name)
+		}
+	}
+	want := map[string]bool{}
+	for _, p := range r.Packages {
+		want[p] = true
+	}
+	had := map[string]bool{}
+	var added, removed []string
+	for _, p := range l.Requested {
+		had[p] = true
+		if !want[p] {
+			removed = append(removed, p)
+		}
+	}
+	for p := range want {
+		if !had[p] {
+			added = append(added, p)
+		}
+	}
+	sort.Strings(added)
+	if len(added) > 0 {
+		out = append(out, "packages added: "+strings.Join(added, ", "))
+	}
+	if len(removed) > 0 {
+		out = append(out, "packages removed: "+strings.Join(removed, ", "))
+	}
+	if len(out) == 0 {
+		out = append(out, "inputs checksum differs")
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/apt"
+	"github.com/appliance/appliance/images/cache"
+	"github.com/appliance/appliance/images/rootfs"
+	"golang.org/x/term"
+)
+
+func init() {
+	register(&verb{
+		name:    "lock",
+		summary: "Resolve the gateway's packages and write them to the lock file",
+		usage:   "lock [--offline] [--fetch] [--check] [--var name=value] [--var-file FILE] PATH",
+		examples: `
+appliance lock examples/demo.hcl             # writes examples/demo.lock
+appliance lock site/                         # writes site/appliance.lock
+appliance lock --check examples/demo.hcl     # does the lock still fit the spec?
+appliance lock --fetch examples/demo.hcl     # and download the packages, for build --offline`,
+		run: runLock,
+	})
+}
+
+func runLock(ctx context.Context, e *Env, args []string) error {
+	v := verbs["lock"]
+	fs := newFlags(v)
+	offline := fs.Bool("offline", false, "use only the cache (Release files and indexes verified by an earlier run); no network")
+	fetch := fs.Bool("fetch", false, "also download every locked package into the cache")
+	check := fs.Bool("check", false, "only report whether the lock fits the spec; change nothing, use no network")
+	sf := addSpecFlags(fs)
+	if err := parse(e, v, fs, args); err != nil {
+		return err
+	}
+	path, err := onePath(v.name, fs.Args())
+	if err != nil {
+		return err
+	}
+	// The packages do not depend on the nodes' variables: a lock needs
+	// none of them.
+	site, err := loadSite(e, path, sf, true)
+	if err != nil {
+		return err
+	}
+	gw, err := desired.Compute(site)
+	if err != nil {
+		return err
+	}
+	req, err := rootfs.FromSite(site, gw.Modules.Packages())
+	if err != nil {
+		return err
+	}
+	lockPath := rootfs.LockPath(path)
+	old, err := rootfs.ReadLock(lockPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if *check {
+			return err
+		}
+		fmt.Fprintf(e.Stderr, "appliance lock: ignoring %v\n", err)
+		old = nil
+	}
+	if *check {
+		if old == nil {
+			return fmt.Errorf("%s does not exist; run appliance lock %s", lockPath, path)
+		}
+		if ch := old.Changes(req); len(ch) > 0 {
+			return fmt.Errorf("the spec changed since %s was written (%s); run appliance lock %s", lockPath, strings.Join(ch, "; "), path)
+		}
+		fmt.Fprintf(e.Stdout, "%s fits %s (%d packages)\n", lockPath, path, len(old.Packages))
+		return nil
+	}
+	ca, err := cache.FromEnv(e.environ())
+	if err != nil {
+		return err
+	}
+	client := &apt.Client{Store: ca, Offline: *offline, Retries: 3, Now: e.now, HTTP: &http.Client{Timeout: 10 * time.Minute}}
+	lock, err := rootfs.Plan(ctx, client, req)
+	if err != nil {
+		if errors.Is(err, apt.ErrOffline) {
+			return fmt.Errorf("%w\nrun appliance lock %s once without --offline to fill the cache", err, path)
+		}
+		return err
+	}
+	if *fetch {
+		if err := rootfs.Fetch(ctx, client, lock, ca, progressFor(e)); err != nil {
+			return err
+		}
+	}
+	added, removed, changed := rootfs.Diff(old, lock)
+	var base, inst int64
+	for _, p := range lock.Packages {
+		if p.Base {
+			base++
+		}
+		inst += p.InstalledSize
+	}
+	summary := fmt.Sprintf("%d packages (%d base, %d requested, the rest dependencies), %s to download, %s installed",
+		len(lock.Packages), base, len(lock.Requested), megabytes(lock.DownloadSize()), megabytes(inst*1024))
+	if old != nil && old.Inputs == lock.Inputs && len(added)+len(removed)+len(changed) == 0 {
+		fmt.Fprintf(e.Stdout, "%s: up to date: %s\n", lockPath, summary)
+		return nil
+	}
+	if err := lock.WriteFile(lockPath); err != nil {
+		return fmt.Errorf("writing the lock: %w", err)
+	}
+	fmt.Fprintf(e.Stdout, "%s: %s\n", lockPath, summary)
+	if old != nil {
+		for _, l := range []struct {
+			what  string
+			names []string
+		}{{"added", added}, {"removed", removed}, {"changed", changed}} {
+			if len(l.names) > 0 {
+				fmt.Fprintf(e.Stdout, "  %s: %s\n", l.what, strings.Join(l.names, ", "))
+			}
+		}
+	}
+	return nil
+}
+
+// progressFor reports long steps on the verb's stderr: a bar on a
+// terminal, plain lines otherwise.
+func progressFor(e *Env) rootfs.Progress {
+	f, ok := e.Stderr.(*os.File)
+	return rootfs.NewProgress(e.Stderr, ok && term.IsTerminal(int(f.Fd())))
+}
+
+func megabytes(n int64) string {
+	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+}

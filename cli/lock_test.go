@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/fixture"
+	"github.com/appliance/appliance/images/rootfs"
+	"github.com/appliance/appliance/spec"
+)
+
+const lockSpec = `site "locktest" {}
+
+gateway "gw" {
+  board = "qemu-arm64"
+}
+
+os {
+  suite    = "trixie"
+  packages = [%s]
+
+  source "test" {
+    url     = "%s"
+    keyring = "archive.asc"
+  }
+}
+`
+
+// lockRepo serves a repository holding every package the spec needs, as
+// empty packages, plus extra ones.
+func lockRepo(t *testing.T, dir string, key *fixture.Key, extra ...string) string {
+	t.Helper()
+	specPath := filepath.Join(dir, "site.hcl")
+	site, rep := spec.Load(specPath, spec.Options{Partial: true, Environ: []string{"HOME=/nonexistent"}})
+	if rep.HasErrors() {
+		t.Fatalf("spec: %+v", rep)
+	}
+	gw, err := desired.Compute(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := rootfs.FromSite(site, gw.Modules.Packages())
+	if err != nil {
+		t.Fatal(err)
+	}
+	debs := []*fixture.Deb{{Name: "base-files", Version: "13.8", Arch: "arm64", Fields: map[string]string{"Essential": "yes", "Priority": "required"}}}
+	for _, p := range append(req.Packages, extra...) {
+		debs = append(debs, &fixture.Deb{Name: p, Version: "1.0-1", Arch: "arm64"})
+	}
+	repo := filepath.Join(t.TempDir(), "repo")
+	if _, err := (&fixture.Repo{Debs: debs, Key: key}).Write(repo); err != nil {
+		t.Fatal(err)
+	}
+	return repo
+}
+
+func writeLockSpec(t *testing.T, dir, url string, pkgs ...string) {
+	t.Helper()
+	quoted := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		quoted[i] = fmt.Sprintf("%q", p)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "site.hcl"), fmt.Appendf(nil, lockSpec, strings.Join(quoted, ", "), url), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLock: lock writes NAME.lock beside the spec, says when it is up to
+// date, --check says when the spec moved on, and --offline works from
+// the cache alone and says what is missing.
+func TestLock(t *testing.T) {
+	key, err := fixture.NewKey("archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "archive.asc"), key.Public(true), 0o644)
+	srvDir := ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.FileServer(http.Dir(srvDir)).ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	writeLockSpec(t, dir, srv.URL, "less")
+	srvDir = lockRepo(t, dir, key, "extra")
+	env := []string{"HOME=/nonexistent", "XDG_CACHE_HOME=" + filepath.Join(dir, "cache")}
+	spec := filepath.Join(dir, "site.hcl")
+	lockPath := filepath.Join(dir, "site.lock")
+
+	code, out, errs := run(t, env, "lock", spec)
+	if code != 0 || !strings.Contains(out, lockPath+": ") || !strings.Contains(out, "1 base, ") {
+		t.Fatalf("lock: exit %d\n%s%s", code, out, errs)
+	}
+	if _, err := rootfs.ReadLock(lockPath); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = run(t, env, "lock", spec)
+	if code != 0 || !strings.Contains(out, "up to date") {
+		t.Errorf("second lock: exit %d\n%s", code, out)
+	}
+	code, out, _ = run(t, env, "lock", "--check", spec)
+	if code != 0 || !strings.Contains(out, "fits") {
+		t.Errorf("lock --check: exit %d\n%s", code, out)
+	}
+
+	writeLockSpec(t, dir, srv.URL, "less", "extra")
+	code, _, errs = run(t, env, "lock", "--check", spec)
+	want := "appliance lock: the spec changed since " + lockPath + " was written (packages added: extra); run appliance lock " + spec + "\n"
+	if code != 1 || errs != want {
+		t.Errorf("lock --check after a change: exit %d\n%s\nwant\n%s", code, errs, want)
+	}
+
+	// The server is gone: offline, the verified indexes of the first run
+	// are enough to lock again.
+	srvDir = t.TempDir()
+	code, out, errs = run(t, env, "lock", "--offline", spec)
+	if code != 0 || !strings.Contains(out, "added: extra") {
+		t.Errorf("lock --offline: exit %d\n%s%s", code, out, errs)
+	}
+	code, _, errs = run(t, env, "lock", "--offline", "--fetch", spec)
+	if code != 1 || !strings.Contains(errs, "packages are missing from the cache and --offline forbids downloading:\n") || !strings.Contains(errs, "\n  base-files 13.8 (") {
+		t.Errorf("lock --offline --fetch with no packages cached: exit %d\n%s", code, errs)
+	}
+	empty := []string{"HOME=/nonexistent", "XDG_CACHE_HOME=" + t.TempDir()}
+	code, _, errs = run(t, empty, "lock", "--offline", spec)
+	if code != 1 || !strings.Contains(errs, "--offline forbids the network") || !strings.Contains(errs, "run appliance lock "+spec+" once without --offline") {
+		t.Errorf("lock --offline with an empty cache: exit %d\n%s", code, errs)
+	}
+}
+
+// TestDemoLockFits keeps the committed examples/demo.lock in step with
+// the demo spec and the modules' packages, so that the demo builds
+// from it; refresh it with appliance lock examples/demo.hcl.
+func TestDemoLockFits(t *testing.T) {
+	code, out, errs := run(t, nil, "lock", "--check", "../examples/demo.hcl")
+	if code != 0 {
+		t.Errorf("exit %d\n%s%s", code, out, errs)
+	}
+}
