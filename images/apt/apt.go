@@ -268,8 +268,8 @@ func releaseKey(s *Source) string {
 // fetchVerified returns the content of a dists/ file whose hash the
 // Release gives, from the Store or the network (by hash where the
 // archive supports it, so a mirror update between the Release and the
-// index cannot mismatch them).
-func (c *Client) fetchVerified(ctx context.Context, s *Source, rel *Release, p string) ([]byte, error) {
+// index cannot mismatch them); keep stores what was downloaded.
+func (c *Client) fetchVerified(ctx context.Context, s *Source, rel *Release, p string, keep bool) ([]byte, error) {
 	fh := rel.Files[p]
 	if c.Store != nil {
 		if b, err := os.ReadFile(c.Store.Path("indexes", fh.SHA256)); err == nil && checkHash(b, fh) == nil {
@@ -292,7 +292,7 @@ func (c *Client) fetchVerified(ctx context.Context, s *Source, rel *Release, p s
 	if err := checkHash(b, fh); err != nil {
 		return nil, fmt.Errorf("%s: %w: the mirror is inconsistent or the file was altered; nothing of it was used", u, err)
 	}
-	if c.Store != nil {
+	if c.Store != nil && keep {
 		if err := c.Store.Put("indexes", fh.SHA256, bytes.NewReader(b)); err != nil {
 			return nil, err
 		}
