@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build demo test unit fuzz lint deps bench clean
+.PHONY: all build demo test unit fuzz lint deps bench bench-rootfs clean
 
 all: build
 
@@ -40,6 +40,13 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Times a root file system build from Debian's archive against
+# mmdebstrap --variant=extract and mke2fs -d, side by side (root and the
+# network needed; a few minutes).
+bench-rootfs: deps
+	$(GO) build -o bin/bench-rootfs ./cmd/bench-rootfs
+	bin/bench-rootfs
 
 clean:
 	rm -rf bin

@@ -43,7 +43,18 @@ func WriteDir(t *Tree, dir string, blobs Blobs, opt WriteOptions) error {
 		return fmt.Errorf("%s is not empty; the tree is written only into an empty folder", dir)
 	}
 	all := t.Entries()
+	// Hard links last, once their targets exist.
+	var links []*Entry
 	for _, e := range all {
+		if e.Type == Hardlink {
+			links = append(links, e)
+			continue
+		}
+		if err := writeEntry(e, dir, blobs, opt); err != nil {
+			return fmt.Errorf("writing /%s: %w", e.Path, err)
+		}
+	}
+	for _, e := range links {
 		if err := writeEntry(e, dir, blobs, opt); err != nil {
 			return fmt.Errorf("writing /%s: %w", e.Path, err)
 		}
