@@ -59,23 +59,21 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 		return err
 	}
 	lockPath := rootfs.LockPath(path)
-	old, err := rootfs.ReadLock(lockPath)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		if *check {
+	if *check {
+		l, err := rootfs.LoadLock(path, req)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.Stderr, "appliance lock: ignoring %v\n", err)
-		old = nil
-	}
-	if *check {
-		if old == nil {
+		if l == nil {
 			return fmt.Errorf("%s does not exist; run appliance lock %s", lockPath, path)
 		}
-		if ch := old.Changes(req); len(ch) > 0 {
-			return fmt.Errorf("the spec changed since %s was written (%s); run appliance lock %s", lockPath, strings.Join(ch, "; "), path)
-		}
-		fmt.Fprintf(e.Stdout, "%s fits %s (%d packages)\n", lockPath, path, len(old.Packages))
+		fmt.Fprintf(e.Stdout, "%s fits %s (%d packages)\n", lockPath, path, len(l.Packages))
 		return nil
+	}
+	old, err := rootfs.ReadLock(lockPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(e.Stderr, "appliance lock: ignoring %v\n", err)
+		old = nil
 	}
 	ca, err := cache.FromEnv(e.environ())
 	if err != nil {

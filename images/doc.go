@@ -1,6 +1,8 @@
-// Package images will turn a site's desired gateway state into a disk
-// image: the apt client and resolver, the package cache, .deb unpacking
-// into a file tree, ext4/FAT/MBR writing, the boards, the initramfs and
-// the build outputs. It is empty until the root file system work lands;
-// until then appliance stops after plan.
+// Package images turns a site's desired gateway state into a disk
+// image. Its sub-packages: apt (repository client: signed Release,
+// verified indexes), resolve (the package set apt would install), cache
+// (downloads and unpacked packages by SHA-256), deb (reading .debs),
+// tree (the root file system model), rootfs (plan, fetch and unpack into
+// a tree with the dpkg database, the lock file) and sbom (CycloneDX).
+// The ext4/FAT/MBR writers, the boards and the initramfs come next.
 package images

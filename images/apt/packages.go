@@ -2,18 +2,17 @@ package apt
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/appliance/appliance/images/deb"
-	"github.com/ulikunitz/xz"
 )
 
 // Package is one binary package of an index, with the fields the
@@ -135,23 +134,11 @@ func (c *Client) index(ctx context.Context, s *Source, rel *Release, plain, comp
 }
 
 func decompressIndex(b []byte, name string) ([]byte, error) {
-	var r io.Reader
-	switch {
-	case strings.HasSuffix(name, ".xz"):
-		zr, err := xz.NewReader(bytes.NewReader(b))
-		if err != nil {
-			return nil, err
-		}
-		r = zr
-	case strings.HasSuffix(name, ".gz"):
-		zr, err := gzip.NewReader(bytes.NewReader(b))
-		if err != nil {
-			return nil, err
-		}
-		r = zr
-	default:
-		return b, nil
+	r, done, err := deb.Decompress(bytes.NewReader(b), path.Ext(name))
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	return io.ReadAll(r)
 }
 

@@ -174,6 +174,13 @@ func (x *xzReader) close() {
 	}
 }
 
+// Decompress wraps r according to a file name's suffix (".xz", ".gz",
+// ".zst", ".bz2" or none); done releases what it holds (the host's xz
+// process) and must be called.
+func Decompress(r io.Reader, suffix string) (rd io.Reader, done func(), err error) {
+	return decompress(r, suffix)
+}
+
 // decompress wraps r according to a member's suffix.
 func decompress(r io.Reader, suffix string) (io.Reader, func(), error) {
 	switch suffix {

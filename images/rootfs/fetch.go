@@ -111,6 +111,10 @@ func fetchOne(ctx context.Context, c *apt.Client, p LockPackage, ca *cache.Cache
 		if w != nil {
 			w.Abort()
 		}
+		var nf *apt.NotFoundError
+		if errors.As(err, &nf) {
+			return fmt.Errorf("%w: the archive no longer has this version (superseded by an update); run appliance lock to refresh the lock", err)
+		}
 		return err
 	}
 	if w.Size() != p.Size {

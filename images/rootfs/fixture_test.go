@@ -406,6 +406,8 @@ func TestFixtureRefused(t *testing.T) {
 				b[len(b)-3] ^= 0xff
 				os.WriteFile(p, b, 0o644)
 			}},
+		{name: "deb gone from the archive", want: []string{"libfoo 1.2", "not found (404)", "superseded", "run appliance lock"}, clean: []string{"blobs", "manifests"},
+			breaks: func(t *testing.T, e *repoEnv) { os.Remove(filepath.Join(e.w.Dir, e.w.DebPath["libfoo"])) }},
 		{name: "unsatisfiable", repo: fixture.Repo{Debs: []*fixture.Deb{
 			{Name: "mosquitto", Version: "2.0.21-1", Arch: "arm64", Fields: map[string]string{"Depends": "libc6, libwebsockets19t64 (>= 4.3)"}},
 			{Name: "libc6", Version: "2.41-12", Arch: "arm64"},

@@ -317,3 +317,32 @@ func (l *Lock) Changes(r *Request) []string {
 	}
 	return out
 }
+
+// StaleError is a lock made for another request: the spec (or the
+// modules' packages, or a keyring) changed since it was written.
+type StaleError struct {
+	LockPath, SpecPath string
+	Changes            []string
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("the spec changed since %s was written (%s); run appliance lock %s", e.LockPath, strings.Join(e.Changes, "; "), e.SpecPath)
+}
+
+// LoadLock reads the lock of a spec for a build: nil and no error when
+// there is none (the build then plans), a *StaleError when it no longer
+// fits the request.
+func LoadLock(specPath string, req *Request) (*Lock, error) {
+	path := LockPath(specPath)
+	l, err := ReadLock(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ch := l.Changes(req); len(ch) > 0 {
+		return nil, &StaleError{LockPath: path, SpecPath: specPath, Changes: ch}
+	}
+	return l, nil
+}

@@ -12,8 +12,25 @@
 // Unpack keeps every package's unpacked form in the cache (content blobs
 // and a manifest), so a warm build never decompresses anything.
 // Maintainer scripts never run on the build host: the tree is left as
-// dpkg --unpack leaves a system, and the gateway's first boot runs the
-// preinst scripts and dpkg --configure -a.
+// dpkg --unpack leaves a system — every package "install ok unpacked",
+// conffiles beside their place as NAME.dpkg-new and marked newconffile,
+// the info files, trigger interests, arch and available — except that
+// dpkg --unpack runs each package's "preinst install" before unpacking
+// it, and nothing has run here. So the gateway's first boot must, in
+// dependency order (Pre-Depends, then Depends; Essential first), run
+// each /var/lib/dpkg/info/PKG.preinst install with the environment dpkg
+// gives maintainer scripts (DPKG_MAINTSCRIPT_PACKAGE, _NAME=preinst,
+// _ARCH; dpkg-maintscript-helper needs them), then
+// DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef
+// --force-confold, which moves the conffiles into place (keeping
+// appliance's own configuration where a module wrote one), runs the
+// postinsts and the triggers.
+//
+// Reproducibility: the tree depends only on the lock and the packages.
+// Modification times are the packages' own; what appliance makes (the
+// dpkg database, the merged-/usr links, folders no package names) is
+// dated at the newest package time, or at SOURCE_DATE_EPOCH when set,
+// which also clamps every later time.
 package rootfs
 
 import (
