@@ -14,6 +14,7 @@
 //   - appliance warm: the lock and the cache from the cold run; assemble
 //     the tree from the cached manifests and write it into a folder.
 //     "warm, resolving" resolves again from the cached indexes first.
+//   - appliance cold to tar: the cold build, written as one tar file.
 //   - mmdebstrap cold: its own empty apt cache, so it downloads.
 //   - mmdebstrap warm: the same .debs put into its apt cache by a setup
 //     hook, so apt downloads only the indexes.
@@ -103,7 +104,8 @@ func runChild(ctx context.Context) error {
 		return err
 	}
 	ca := &cache.Cache{Dir: *cacheDir}
-	client := &apt.Client{Store: ca, Retries: 3, Offline: *child != "cold"}
+	cold := strings.HasPrefix(*child, "cold")
+	client := &apt.Client{Store: ca, Retries: 3, Offline: !cold}
 	var ph phases
 	var lock *rootfs.Lock
 	t := time.Now()
@@ -119,7 +121,7 @@ func runChild(ctx context.Context) error {
 		return err
 	}
 	ph.Plan = time.Since(t)
-	if *child == "cold" {
+	if cold {
 		if err := lock.WriteFile(*lockFile); err != nil {
 			return err
 		}
@@ -136,7 +138,7 @@ func runChild(ctx context.Context) error {
 	}
 	ph.Unpack = time.Since(t)
 	t = time.Now()
-	if *child == "tar" {
+	if *child == "tar" || *child == "cold-tar" {
 		f, err := os.Create(*outDir + ".tar")
 		if err != nil {
 			return err
@@ -246,6 +248,7 @@ func bench() error {
 		}
 		fmt.Printf("\nratios of medians, peer / appliance (above 1: appliance is faster)\n")
 		line("cold, tree in a folder", med["mmdebstrap cold"], med["appliance cold"])
+		line("cold, peer's image (+ mke2fs -d) vs our tar", med["mmdebstrap cold"]+mk, med["appliance cold to tar"])
 		line("warm, tree in a folder", med["mmdebstrap warm"], med["appliance warm"])
 		line("warm, resolving again, tree in a folder", med["mmdebstrap warm"], med["appliance resolve"])
 		line("warm, peer's image (+ mke2fs -d) vs our folder", med["mmdebstrap warm"]+mk, med["appliance warm"])
@@ -269,7 +272,24 @@ func round(dir string) ([]result, phases, error) {
 	lock := filepath.Join(dir, "bench.lock")
 	var results []result
 	var cold phases
-	for _, mode := range []string{"cold", "warm", "resolve", "tar"} {
+	for _, mode := range []string{"cold-tar", "cold", "warm", "resolve", "tar"} {
+		if mode == "cold-tar" {
+			// A cold build of its own, into one file.
+			defer os.RemoveAll(ca + "-tar")
+			r, stdout, err := timed("appliance cold to tar", exec.Command(self, "-child", mode, "-cache", ca+"-tar", "-out", filepath.Join(dir, "cold"), "-lock", lock+"-tar", "-packages", *packages))
+			if err != nil {
+				return nil, cold, err
+			}
+			var ph phases
+			if err := json.Unmarshal(stdout, &ph); err != nil {
+				return nil, cold, fmt.Errorf("appliance %s printed %q: %w", mode, stdout, err)
+			}
+			r.detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, write tar %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), ph.Write.Seconds())
+			results = append(results, r)
+			os.Remove(filepath.Join(dir, "cold.tar"))
+			os.RemoveAll(ca + "-tar")
+			continue
+		}
 		out := filepath.Join(dir, "appliance-"+mode)
 		fmt.Fprintf(os.Stderr, "  appliance %s\n", mode)
 		r, stdout, err := timed("appliance "+mode, exec.Command(self, "-child", mode, "-cache", ca, "-out", out, "-lock", lock, "-packages", *packages))

@@ -258,6 +258,12 @@ func (c *Cache) Temporaries() ([]string, error) {
 	return out, err
 }
 
+// PutHashed stores b under sha256hex, which the caller has just computed
+// from b: the content is written without hashing it a second time.
+func (c *Cache) PutHashed(kind, sha256hex string, b []byte) error {
+	return c.PutAt(kind, sha256hex, b)
+}
+
 // PutAt writes b atomically at the path of key in kind's folder, without
 // checking a hash: for files named after something other than their
 // content (a package's manifest is named after its .deb).

@@ -642,3 +642,41 @@ func TestFixtureDpkgConfigure(t *testing.T) {
 		t.Errorf("dpkg-query after configure: %q, %v", out, err)
 	}
 }
+
+// TestFixtureTar: the tree as a tar is the same bytes every time, and
+// GNU tar reads it back with owners, modes, links and devices.
+func TestFixtureTar(t *testing.T) {
+	e := newRepo(t, &fixture.Repo{Debs: goodDebs("arm64")})
+	_, tr, err := e.build(t, e.request(t, e.url, "tool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b bytes.Buffer
+	if err := tree.WriteTar(&a, tr, e.ca); err != nil {
+		t.Fatal(err)
+	}
+	tree.WriteTar(&b, tr, e.ca)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("two tars of one tree differ")
+	}
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("no tar")
+	}
+	cmd := exec.Command("tar", "-tv", "--numeric-owner", "--full-time", "-f", "-")
+	cmd.Stdin = &a
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tar -t: %v", err)
+	}
+	for _, want := range []string{
+		"-rwsr-xr-x 0/0              20 2025-06-01 00:00:00 usr/bin/tool\n",
+		"hrwsr-xr-x 0/0               0 2025-06-01 00:00:00 usr/bin/tool-again link to usr/bin/tool\n",
+		"crw------- 0/0             1,3 2025-06-01 00:00:00 dev/tool0\n",
+		"lrwxrwxrwx 0/0               0 2025-06-01 00:00:00 bin -> usr/bin\n",
+		"-rw-r--r-- 0/0              12 2025-06-01 00:00:00 etc/tool.conf.dpkg-new\n",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("tar -tv lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -170,7 +170,7 @@ func putBlob(ca *cache.Cache, body io.Reader, size int64, md5h hash.Hash, buf *[
 		if ca.Has("blobs", sum) {
 			return sum, false, nil
 		}
-		if err := ca.Put("blobs", sum, bytes.NewReader(b)); err != nil {
+		if err := ca.PutHashed("blobs", sum, b); err != nil {
 			return "", false, err
 		}
 		return sum, true, nil

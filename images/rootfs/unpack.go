@@ -324,7 +324,9 @@ func (u *unpacker) put(pk *unpacked, e *tree.Entry) error {
 		if target == nil || target.Type != tree.Regular {
 			return fmt.Errorf("/%s: hard link to /%s, which is not a file of the tree", p, e.Link)
 		}
+		// One inode: the link has its target's metadata.
 		ne.Link, ne.Size = tp, target.Size
+		ne.Mode, ne.UID, ne.GID, ne.MTime = target.Mode, target.UID, target.GID, target.MTime
 	}
 	if err := u.t.Put(&ne); err != nil {
 		return err
