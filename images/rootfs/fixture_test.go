@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -679,4 +680,46 @@ func TestFixtureTar(t *testing.T) {
 			t.Errorf("tar -tv lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestFixtureRetry: a server that fails a download or cuts it short is
+// asked again; the partial file never reaches the cache.
+func TestFixtureRetry(t *testing.T) {
+	dir := t.TempDir()
+	w, err := (&fixture.Repo{Debs: goodDebs("arm64"), Key: testKey}).Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	files := http.FileServer(http.Dir(dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path]++
+		n := seen[r.URL.Path]
+		mu.Unlock()
+		switch {
+		case n == 1 && strings.HasSuffix(r.URL.Path, "tool_1%3a2.0-1_arm64.deb"):
+			http.Error(rw, "busy", http.StatusServiceUnavailable)
+		case n == 1 && strings.HasPrefix(r.URL.Path, "/pool/main/libfoo/"):
+			// Half the body, then the connection drops.
+			b, _ := os.ReadFile(filepath.Join(dir, r.URL.Path))
+			rw.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			rw.Write(b[:len(b)/2])
+			panic(http.ErrAbortHandler)
+		default:
+			files.ServeHTTP(rw, r)
+		}
+	}))
+	defer srv.Close()
+	_ = w
+	ca := &cache.Cache{Dir: filepath.Join(t.TempDir(), "cache")}
+	e := &repoEnv{url: srv.URL, ca: ca, client: &apt.Client{Store: ca, Retries: 2}}
+	if _, _, err := e.build(t, e.request(t, srv.URL, "tool")); err != nil {
+		t.Fatalf("with retries: %v", err)
+	}
+	if seen["/pool/main/tool/tool_1%3a2.0-1_arm64.deb"] != 2 || seen["/pool/main/libfoo/libfoo_1.2_arm64.deb"] != 2 {
+		t.Errorf("requests: %v", seen)
+	}
+	assertClean(t, ca)
 }
