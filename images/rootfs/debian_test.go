@@ -175,7 +175,7 @@ func compareWithApt(t *testing.T, req *Request, lock *Lock) {
 	var sources strings.Builder
 	for _, s := range req.Sources {
 		kr := filepath.Join(dir, s.Name+".pgp")
-		if err := os.WriteFile(kr, keyringBytes(t, req, s.Name), 0o644); err != nil {
+		if err := os.WriteFile(kr, debianKeyring(t), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&sources, "deb [signed-by=%s] %s %s %s\n", kr, s.URL, s.Suite, strings.Join(s.Components, " "))
@@ -252,9 +252,9 @@ Debug::NoLocking "true";
 	}
 }
 
-// keyringBytes returns the keyring file a request's source was read
-// from, for apt's signed-by.
-func keyringBytes(t *testing.T, req *Request, name string) []byte {
+// debianKeyring is the keyring both of the demo's sources name, for
+// apt's signed-by.
+func debianKeyring(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../../keys/debian-archive.pgp")
 	if err != nil {

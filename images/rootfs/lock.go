@@ -216,7 +216,7 @@ func Plan(ctx context.Context, c *apt.Client, req *Request) (*Lock, error) {
 
 // Diff summarises how a new lock differs from an old one, for lock's
 // output: added, removed and changed package names.
-func Diff(old, new *Lock) (added, removed, changed []string) {
+func Diff(old, cur *Lock) (added, removed, changed []string) {
 	om := map[string]string{}
 	if old != nil {
 		for _, p := range old.Packages {
@@ -224,7 +224,7 @@ func Diff(old, new *Lock) (added, removed, changed []string) {
 		}
 	}
 	nm := map[string]bool{}
-	for _, p := range new.Packages {
+	for _, p := range cur.Packages {
 		nm[p.Name] = true
 		v, ok := om[p.Name]
 		switch {
