@@ -621,6 +621,13 @@ func TestFixtureDpkgConfigure(t *testing.T) {
 	if a.Ino != b.Ino || a.Mode&0o7777 != 0o4755 {
 		t.Errorf("usr/bin/tool: inode %d mode %o, tool-again inode %d; want one setuid inode", a.Ino, a.Mode&0o7777, b.Ino)
 	}
+	want := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, p := range []string{"usr/bin/tool", "usr/share/tool", "usr/share/tool/link", "var/lib/dpkg/status", ""} {
+		fi, err := os.Lstat(filepath.Join(root, p))
+		if err != nil || !fi.ModTime().Equal(want) {
+			t.Errorf("/%s: time %v, %v; want %v", p, fi.ModTime(), err, want)
+		}
+	}
 	run := func(name string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(name, args...)

@@ -60,8 +60,11 @@ func WriteDir(t *Tree, dir string, blobs Blobs, opt WriteOptions) error {
 		}
 	}
 	// A folder's time changes whenever something is created in it: set
-	// the times last, children before their parents.
+	// folders' times last, children before their parents.
 	for _, e := range slices.Backward(all) {
+		if e.Type != Dir {
+			continue
+		}
 		p := filepath.Join(dir, e.Path)
 		ts := []unix.Timespec{{Sec: e.MTime}, {Sec: e.MTime}}
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -81,14 +84,14 @@ func writeEntry(e *Entry, root string, blobs Blobs, opt WriteOptions) error {
 			}
 		}
 	case Regular:
-		if err := writeFile(p, e, blobs, opt.Verify); err != nil {
-			return err
-		}
+		// Owner, mode and time through the open file: no path lookups.
+		return writeFile(p, e, blobs, opt)
 	case Symlink:
 		if err := os.Symlink(e.Link, p); err != nil {
 			return err
 		}
 	case Hardlink:
+		// The target's inode already has the metadata.
 		return os.Link(filepath.Join(root, e.Link), p)
 	case CharDev, BlockDev, FIFO:
 		mode := uint32(unix.S_IFIFO)
@@ -110,12 +113,18 @@ func writeEntry(e *Entry, root string, blobs Blobs, opt WriteOptions) error {
 	}
 	if e.Type != Symlink {
 		// After chown, which clears setuid and setgid bits.
-		return os.Chmod(p, e.FileMode()&^os.ModeType)
+		if err := os.Chmod(p, e.FileMode()&^os.ModeType); err != nil {
+			return err
+		}
 	}
-	return nil
+	if e.Type == Dir {
+		return nil // timed at the end
+	}
+	ts := []unix.Timespec{{Sec: e.MTime}, {Sec: e.MTime}}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-func writeFile(p string, e *Entry, blobs Blobs, verify bool) error {
+func writeFile(p string, e *Entry, blobs Blobs, opt WriteOptions) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -123,7 +132,18 @@ func writeFile(p string, e *Entry, blobs Blobs, verify bool) error {
 	if e.Blob == "" {
 		_, err = f.Write(e.Data)
 	} else {
-		err = copyBlob(f, e, blobs, verify)
+		err = copyBlob(f, e, blobs, opt.Verify)
+	}
+	if err == nil && opt.Owners {
+		err = f.Chown(e.UID, e.GID)
+	}
+	if err == nil {
+		// After chown, which clears setuid and setgid bits.
+		err = f.Chmod(e.FileMode())
+	}
+	if err == nil {
+		tv := []unix.Timeval{{Sec: e.MTime}, {Sec: e.MTime}}
+		err = unix.Futimes(int(f.Fd()), tv)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
