@@ -263,6 +263,14 @@ func shippedKeyringFor(u *url.URL) string {
 	return ""
 }
 
+// toolchains are packages that put compilers on the gateway: an appliance
+// needs none, and an intruder is glad of them.
+var toolchains = map[string]bool{
+	"build-essential": true, "gcc": true, "g++": true, "clang": true, "cpp": true,
+	"gcc-14": true, "g++-14": true, "gcc-12": true, "golang": true, "golang-go": true,
+	"rustc": true, "cargo": true, "make": true, "cmake": true,
+}
+
 var osSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "suite"}, {Name: "packages"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "source", LabelNames: []string{"name"}}},
@@ -284,6 +292,10 @@ func (d *decoder) decodeOS(s *Site, blk *hcl.Block, ctx *hcl.EvalContext, fallba
 			if !packageRe.MatchString(p) {
 				b.failAt("packages", b.elemRange("packages", i), "Invalid package name", fmt.Sprintf("%q is not a Debian package name: those are lowercase letters, digits, '+', '-' and '.'.", p))
 				continue
+			}
+			if toolchains[p] {
+				d.warnAt(b.elemRange("packages", i), "A compiler on the gateway",
+					fmt.Sprintf("%q puts a compiler or build tools on the gateway, which then helps whoever breaks in; build elsewhere and ship the result, or remove it.", p))
 			}
 			if !seen[p] {
 				seen[p] = true
