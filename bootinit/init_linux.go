@@ -32,7 +32,7 @@ const (
 	// FailedMarker holds why the last first boot failed.
 	FailedMarker = "/var/lib/appliance/firstboot.failed"
 	// Log is the first boot's log.
-	Log = "/var/log/appliance-firstboot.log"
+	Log     = "/var/log/appliance-firstboot.log"
 	systemd = "/lib/systemd/systemd"
 )
 

@@ -29,8 +29,8 @@ func TestGrafanaProvisioning(t *testing.T) {
 				APIVersion  int `yaml:"apiVersion"`
 				Datasources []struct {
 					Name, UID, Type, URL, Access, Database, User string
-					JSONData       map[string]any    `yaml:"jsonData"`
-					SecureJSONData map[string]string `yaml:"secureJsonData"`
+					JSONData                                     map[string]any    `yaml:"jsonData"`
+					SecureJSONData                               map[string]string `yaml:"secureJsonData"`
 				} `yaml:"datasources"`
 			}
 			if err := yaml.Unmarshal(read("/etc/grafana/provisioning/datasources/appliance.yaml"), &ds); err != nil {

@@ -70,7 +70,10 @@ func TestInfluxDB(t *testing.T) {
 		cancel()
 	}
 
-	secret := func(name string) string { b, _ := os.ReadFile(w.path("/etc/appliance/secrets/" + name)); return strings.TrimSpace(string(b)) }
+	secret := func(name string) string {
+		b, _ := os.ReadFile(w.path("/etc/appliance/secrets/" + name))
+		return strings.TrimSpace(string(b))
+	}
 	adminPass, ingestPass, grafanaPass := secret("influxdb-admin-password"), secret("influxdb-ingest-password"), secret("influxdb-grafana-password")
 	db := influx{fmt.Sprintf("http://127.0.0.1:%d", port)}
 

@@ -91,9 +91,9 @@ func TestMosquitto(t *testing.T) {
 
 	foreignCrt, foreignKey, expiredCrt, expiredKey := w.badCerts(t)
 	for name, c := range map[string]mqttClient{
-		"no certificate":     {ca, "", ""},
-		"another CA's":       {ca, foreignCrt, foreignKey},
-		"an expired one":     {ca, expiredCrt, expiredKey},
+		"no certificate": {ca, "", ""},
+		"another CA's":   {ca, foreignCrt, foreignKey},
+		"an expired one": {ca, expiredCrt, expiredKey},
 	} {
 		if out, err := c.pub(port, "sensors/bench-1/reading", "x"); err == nil {
 			t.Errorf("a client with %s could publish:\n%s", name, out)

@@ -12,7 +12,7 @@ import (
 var templateFS embed.FS
 
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
-	"join": strings.Join,
+	"join":  strings.Join,
 	"quote": func(s string) string { return fmt.Sprintf("%q", s) },
 }).ParseFS(templateFS, "templates/*"))
 

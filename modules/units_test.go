@@ -171,4 +171,3 @@ func hasProblem(out string) bool {
 	}
 	return false
 }
-
