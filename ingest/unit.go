@@ -1,0 +1,90 @@
+package ingest
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Where the service lives on the gateway.
+const (
+	UnitName   = "appliance-ingest.service"
+	BinaryPath = "/usr/bin/appliance-ingest"
+	UnitPath   = "/etc/systemd/system/" + UnitName
+)
+
+// Unit is the service's systemd unit. It runs as a dynamic user with no
+// capabilities, a read-only system, loopback networking only, and its
+// spool in /var/lib/appliance-ingest. The files in paths (readable by
+// root only on the gateway) reach it as credentials, which is why
+// ConfigFor names them under $CREDENTIALS_DIRECTORY. Its exposure in
+// `systemd-analyze security` is 1.5 or lower (the test checks).
+func Unit(paths Paths) string {
+	var creds strings.Builder
+	for _, c := range [][2]string{{CredCA, paths.CAFile}, {CredCert, paths.CertFile}, {CredKey, paths.KeyFile}} {
+		fmt.Fprintf(&creds, "LoadCredential=%s:%s\n", c[0], c[1])
+	}
+	if paths.InfluxSecretFile != "" {
+		// One file, named for either version: ConfigFor reads the one
+		// its InfluxDB version needs.
+		fmt.Fprintf(&creds, "LoadCredential=%s:%s\n", CredToken, paths.InfluxSecretFile)
+		fmt.Fprintf(&creds, "LoadCredential=%s:%s\n", CredPassword, paths.InfluxSecretFile)
+	}
+	return fmt.Sprintf(`# appliance: MQTT readings to InfluxDB. Generated; changes are overwritten.
+[Unit]
+Description=appliance ingest (MQTT readings to InfluxDB)
+Documentation=file:///usr/share/doc/appliance/wire.md
+After=network-online.target mosquitto.service influxdb.service
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=%s -config %s
+Restart=always
+RestartSec=2s
+WatchdogSec=60s
+TimeoutStopSec=30s
+
+%sDynamicUser=yes
+StateDirectory=appliance-ingest
+StateDirectoryMode=0700
+UMask=0077
+
+CapabilityBoundingSet=
+AmbientCapabilities=
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateUsers=yes
+PrivateIPC=yes
+ProtectHostname=yes
+ProtectClock=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RemoveIPC=yes
+KeyringMode=private
+DevicePolicy=closed
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+# The broker and InfluxDB are on this gateway.
+IPAddressDeny=any
+IPAddressAllow=localhost
+
+[Install]
+WantedBy=multi-user.target
+`, BinaryPath, ConfigPath, creds.String())
+}

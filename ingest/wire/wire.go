@@ -1,0 +1,325 @@
+// Package wire decodes and checks the readings that sensor nodes publish:
+// one small JSON object per MQTT message on sensors/NODE/reading. It
+// owns the payload format (docs/wire.md is its description for firmware
+// authors) and the list of reasons a message is refused. It knows nothing
+// of MQTT sessions or InfluxDB: it turns bytes into a Reading or a Reason.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// TopicPrefix and TopicSuffix frame a node's reading topic:
+// sensors/NODE/reading. The broker's ACL lets node NODE publish only
+// under sensors/NODE/, so the topic names the sender.
+const (
+	TopicPrefix = "sensors/"
+	TopicSuffix = "/reading"
+	// TopicFilter subscribes to every node's readings.
+	TopicFilter = "sensors/+/reading"
+)
+
+// MaxPayload is the largest payload accepted. A reading is about 150
+// bytes; anything near this size is not a reading, and refusing it early
+// keeps a misbehaving node from making ingest parse megabytes.
+const MaxPayload = 1024
+
+// Clock limits: a device time is used only when it is plausible, else the
+// receive time stands in for it (and the fallback is counted).
+const (
+	// MaxFuture is how far ahead of ingest's clock a device time may be:
+	// node clocks synced by SNTP agree to well under a second.
+	MaxFuture = 2 * time.Minute
+	// MaxAge is how far behind a device time may be. Older readings are
+	// legitimate when the broker held them while ingest was away, but a
+	// week is longer than any spool or broker queue holds them.
+	MaxAge = 7 * 24 * time.Hour
+)
+
+// minDeviceTime rejects device clocks that never synced: an ESP32 boots
+// at the Unix epoch.
+var minDeviceTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Reason is why a message was refused. Reasons are metric label values:
+// a short, fixed set.
+type Reason string
+
+// Reasons a message is refused.
+const (
+	BadTopic        Reason = "bad_topic"        // not sensors/NODE/reading
+	UnknownNode     Reason = "unknown_node"     // NODE is not in the site's node table
+	TooLarge        Reason = "too_large"        // payload over MaxPayload
+	Malformed       Reason = "malformed_json"   // not one JSON object (includes nan, inf)
+	MissingField    Reason = "missing_field"    // a required field is absent or null
+	WrongType       Reason = "wrong_type"       // e.g. "21.5" (a string) for temperature
+	NotFinite       Reason = "not_finite"       // a number too large for a float64 (1e999)
+	OutOfRange      Reason = "out_of_range"     // outside the sensor's range, or a bad seq/boot/rssi
+	BadFirmwareName Reason = "bad_fw_version"   // fw is not a plain version string
+	DuplicateField  Reason = "duplicate_field"  // a key appears twice: which one would count?
+	NotUTF8         Reason = "invalid_encoding" // payload is not UTF-8
+)
+
+// Reasons lists every Reason, so metrics can show zeros.
+var Reasons = []Reason{BadTopic, UnknownNode, TooLarge, Malformed, MissingField, WrongType, NotFinite, OutOfRange, BadFirmwareName, DuplicateField, NotUTF8}
+
+// Error is a refused message: the reason and a detail for the log.
+type Error struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *Error) Error() string { return string(e.Reason) + ": " + e.Detail }
+
+func refuse(r Reason, format string, args ...any) *Error {
+	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Sensor is a sensor type with the values it can report. The ranges are
+// the datasheets' widest, with humidity clipped to what is physical: a
+// value outside them is a failed read (the DHT's famous -999 and
+// 3276.7), not weather.
+type Sensor struct {
+	Name             string
+	MinTemp, MaxTemp float64 // °C
+	MinHum, MaxHum   float64 // %RH
+}
+
+// Sensors are the sensor types a node may carry (spec: sensor.type).
+var Sensors = map[string]Sensor{
+	// DHT11: 0…50 °C and 20…90 %RH in the original datasheet; newer
+	// parts (ASAIR DHT11 v2) read -20…60 °C and 5…95 %RH.
+	"dht11": {Name: "dht11", MinTemp: -20, MaxTemp: 60, MinHum: 0, MaxHum: 100},
+	// DHT22 / AM2302: -40…80 °C, 0…100 %RH.
+	"dht22": {Name: "dht22", MinTemp: -40, MaxTemp: 80, MinHum: 0, MaxHum: 100},
+}
+
+// Reading is one checked reading.
+type Reading struct {
+	Node        string
+	Boot        uint32
+	Seq         uint32
+	Temperature float64 // °C
+	Humidity    float64 // %RH
+	RSSI        int     // dBm; valid when HasRSSI
+	HasRSSI     bool
+	Firmware    string // the node's firmware version, "" when not sent
+	// Time is when the reading was taken: the device's clock when it
+	// sent a plausible one, else the receive time.
+	Time time.Time
+	// DeviceTime reports whether Time came from the device.
+	DeviceTime bool
+	// ClockFallback is set when the device sent a time that was not
+	// plausible and the receive time was used instead.
+	ClockFallback bool
+}
+
+// NodeFromTopic returns the node that a reading topic names, or "" when
+// the topic is not sensors/NODE/reading.
+func NodeFromTopic(topic string) string {
+	rest, ok := strings.CutPrefix(topic, TopicPrefix)
+	if !ok {
+		return ""
+	}
+	node, ok := strings.CutSuffix(rest, TopicSuffix)
+	if !ok || node == "" || strings.ContainsAny(node, "/+#") {
+		return ""
+	}
+	return node
+}
+
+var fwRe = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$`)
+
+// fields the payload may carry; others are ignored so that newer firmware
+// can add some without older ingest refusing every message.
+const (
+	fBoot = "boot"
+	fSeq  = "seq"
+	fTime = "t"
+	fTemp = "temperature"
+	fHum  = "humidity"
+	fRSSI = "rssi"
+	fFW   = "fw"
+)
+
+// Decode checks a payload from node (already known to the site) with
+// sensor s, received at recv. It returns the Reading or an *Error.
+func Decode(node string, s Sensor, payload []byte, recv time.Time) (Reading, *Error) {
+	r := Reading{Node: node, Time: recv}
+	if len(payload) > MaxPayload {
+		return r, refuse(TooLarge, "%d bytes, at most %d", len(payload), MaxPayload)
+	}
+	fields, err := object(payload)
+	if err != nil {
+		return r, err
+	}
+
+	boot, err := integer(fields, fBoot, true, 0, math.MaxUint32)
+	if err != nil {
+		return r, err
+	}
+	seq, err := integer(fields, fSeq, true, 0, math.MaxUint32)
+	if err != nil {
+		return r, err
+	}
+	r.Boot, r.Seq = uint32(boot), uint32(seq)
+
+	if r.Temperature, err = float(fields, fTemp, s.MinTemp, s.MaxTemp, s.Name, "°C"); err != nil {
+		return r, err
+	}
+	if r.Humidity, err = float(fields, fHum, s.MinHum, s.MaxHum, s.Name, "%RH"); err != nil {
+		return r, err
+	}
+	if _, ok := fields[fRSSI]; ok {
+		v, err := integer(fields, fRSSI, false, -127, 0)
+		if err != nil {
+			return r, err
+		}
+		r.RSSI, r.HasRSSI = int(v), true
+	}
+	if raw, ok := fields[fFW]; ok && string(raw) != "null" {
+		var fw string
+		if raw[0] != '"' || json.Unmarshal(raw, &fw) != nil {
+			return r, refuse(WrongType, "fw is %s, want a string", kind(raw))
+		}
+		if !fwRe.MatchString(fw) {
+			return r, refuse(BadFirmwareName, "fw %q is not a version (letters, digits, . + _ -, at most 32)", fw)
+		}
+		r.Firmware = fw
+	}
+	if _, ok := fields[fTime]; ok {
+		ms, err := integer(fields, fTime, false, 0, math.MaxInt64/int64(time.Millisecond))
+		if err != nil {
+			return r, err
+		}
+		t := time.UnixMilli(ms)
+		if t.Before(minDeviceTime) || t.After(recv.Add(MaxFuture)) || t.Before(recv.Add(-MaxAge)) {
+			r.ClockFallback = true
+		} else {
+			r.Time, r.DeviceTime = t, true
+		}
+	}
+	return r, nil
+}
+
+// object splits a payload into its top-level fields, refusing anything
+// but one JSON object with unique keys.
+func object(payload []byte) (map[string]json.RawMessage, *Error) {
+	// encoding/json lets invalid UTF-8 through inside strings (and
+	// replaces it when decoding): check it first.
+	if !utf8.Valid(payload) {
+		return nil, refuse(NotUTF8, "payload is not UTF-8")
+	}
+	if !json.Valid(payload) {
+		return nil, refuse(Malformed, "not valid JSON: %s", snippet(payload))
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return nil, refuse(Malformed, "not a JSON object: %s", snippet(payload))
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, refuse(Malformed, "%v", err)
+		}
+		key := tok.(string) // json.Valid guarantees object keys are strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, refuse(Malformed, "%s: %v", key, err)
+		}
+		if _, dup := fields[key]; dup {
+			return nil, refuse(DuplicateField, "%q appears twice", key)
+		}
+		fields[key] = raw
+	}
+	return fields, nil
+}
+
+// integer reads a whole number in [lo, hi]. "21.0" is accepted (JSON has
+// one number type and some encoders always write a fraction); 21.5 is not.
+func integer(fields map[string]json.RawMessage, key string, required bool, lo, hi int64) (int64, *Error) {
+	raw, ok := fields[key]
+	if !ok || string(raw) == "null" {
+		if required {
+			return 0, refuse(MissingField, "%s is required", key)
+		}
+		return 0, nil
+	}
+	if !isNumber(raw) {
+		return 0, refuse(WrongType, "%s is %s, want a number", key, kind(raw))
+	}
+	if v, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		if v < lo || v > hi {
+			return 0, refuse(OutOfRange, "%s = %d, want %d…%d", key, v, lo, hi)
+		}
+		return v, nil
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsInf(f, 0) {
+		return 0, refuse(NotFinite, "%s = %s is not a finite number", key, snippet(raw))
+	}
+	if f != math.Trunc(f) {
+		return 0, refuse(WrongType, "%s = %s, want a whole number", key, snippet(raw))
+	}
+	if f < float64(lo) || f > float64(hi) {
+		return 0, refuse(OutOfRange, "%s = %s, want %d…%d", key, snippet(raw), lo, hi)
+	}
+	return int64(f), nil
+}
+
+// float reads a required finite number in [lo, hi].
+func float(fields map[string]json.RawMessage, key string, lo, hi float64, sensor, unit string) (float64, *Error) {
+	raw, ok := fields[key]
+	if !ok || string(raw) == "null" {
+		return 0, refuse(MissingField, "%s is required", key)
+	}
+	if !isNumber(raw) {
+		return 0, refuse(WrongType, "%s is %s, want a number", key, kind(raw))
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, refuse(NotFinite, "%s = %s is not a finite number", key, snippet(raw))
+	}
+	if f < lo || f > hi {
+		return 0, refuse(OutOfRange, "%s = %g %s is outside the %s's range %g…%g", key, f, unit, sensor, lo, hi)
+	}
+	return f, nil
+}
+
+func isNumber(raw json.RawMessage) bool {
+	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
+}
+
+func kind(raw json.RawMessage) string {
+	switch raw[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// snippet quotes the start of a payload for a log line, safely.
+func snippet(b []byte) string {
+	const max = 40
+	if len(b) > max {
+		return strconv.Quote(string(b[:max])) + "…"
+	}
+	return strconv.Quote(string(b))
+}
