@@ -203,7 +203,13 @@ func Decode(node string, s Sensor, payload []byte, recv time.Time) (Reading, *Er
 		if t.Before(minDeviceTime) || t.After(recv.Add(MaxFuture)) || t.Before(recv.Add(-MaxAge)) {
 			r.ClockFallback = true
 		} else {
-			r.Time, r.DeviceTime = t, true
+			// The nanoseconds under the millisecond carry the sequence
+			// number: InfluxDB keeps one point per series and time, so
+			// two readings stamped in the same millisecond (a clock
+			// stepped back by SNTP) would otherwise overwrite each
+			// other, while a redelivery of the same reading still maps
+			// to the same point.
+			r.Time, r.DeviceTime = t.Add(time.Duration(r.Seq%1_000_000)), true
 		}
 	}
 	return r, nil

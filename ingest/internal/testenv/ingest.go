@@ -255,7 +255,7 @@ func Compare(published map[Key]Reading, stored []Point) string {
 		case math.IsNaN(want.Temperature):
 		case math.Abs(p.Temperature-want.Temperature) > 1e-9 || math.Abs(p.Humidity-want.Humidity) > 1e-9:
 			problems = append(problems, fmt.Sprintf("%+v: stored %.1f °C %.1f %%, published %.1f °C %.1f %%", p.Key, p.Temperature, p.Humidity, want.Temperature, want.Humidity))
-		case !want.Time.IsZero() && !p.Time.Equal(want.Time.Truncate(time.Millisecond)):
+		case !want.Time.IsZero() && !p.Time.Truncate(time.Millisecond).Equal(want.Time.Truncate(time.Millisecond)):
 			problems = append(problems, fmt.Sprintf("%+v: stored at %s, device time %s", p.Key, p.Time, want.Time))
 		}
 	}
