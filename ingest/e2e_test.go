@@ -1,16 +1,20 @@
 package ingest_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/appliance/appliance/ingest"
 	"github.com/appliance/appliance/ingest/internal/testenv"
+	"github.com/appliance/appliance/ingest/wire"
 	"github.com/appliance/appliance/pki"
+	"github.com/appliance/appliance/spec"
 )
 
 func TestMain(m *testing.M) {
@@ -162,3 +166,208 @@ func TestInfluxV1(t *testing.T) {
 	}
 }
 
+// TestVictoriaMetricsV2 writes through the InfluxDB 2 API (token, org,
+// bucket) to victoria-metrics, with the configuration ConfigFor renders
+// from a site and the credentials in $CREDENTIALS_DIRECTORY, as the unit
+// provides them.
+func TestVictoriaMetricsV2(t *testing.T) {
+	s := newSite(t)
+	vm := testenv.StartVictoriaMetrics(t)
+	site := &spec.Site{
+		MQTT:     spec.MQTT{Port: s.broker.Port},
+		InfluxDB: spec.InfluxDB{Version: 2, Port: vm.Port, Org: "test", Bucket: "sensors"},
+		Ingest:   spec.Ingest{BatchSize: 500, FlushInterval: 300 * time.Millisecond, SpoolSize: 16 << 20, MetricsPort: testenv.FreePort(t)},
+	}
+	for _, n := range names("shed", 3) {
+		site.Nodes = append(site.Nodes, spec.Node{Name: n, Group: "shed", Firmware: "sensor", Sensor: spec.NodeSensor{Type: "dht11"}, Tags: map[string]string{"room": "a b,c=d\"e"}})
+	}
+	cfg := ingest.ConfigFor(site, ingest.Paths{})
+	cfg.Spool.Dir = filepath.Join(t.TempDir(), "spool")
+
+	creds := t.TempDir()
+	cert, key := s.pki.Issue(t, pki.Request{Name: "ingest", Kind: pki.Client})
+	for name, from := range map[string]string{ingest.CredCA: s.pki.CAFile, ingest.CredCert: cert, ingest.CredKey: key} {
+		b, _ := os.ReadFile(from)
+		os.WriteFile(filepath.Join(creds, name), b, 0o600)
+	}
+	os.WriteFile(filepath.Join(creds, ingest.CredToken), []byte("vm-ignores-this-token\n"), 0o600)
+	in := testenv.StartIngest(t, cfg, "CREDENTIALS_DIRECTORY="+creds)
+
+	nodes := s.nodes(t, names("shed", 3)...)
+	for _, n := range nodes {
+		// victoria-metrics keeps milliseconds: give the nodes a clock so
+		// that no two readings of a node share one.
+		n.DeviceTime = true
+	}
+	stream := testenv.StartStream(nodes, 50)
+	testenv.WaitFor(t, "300 readings published", 30*time.Second, func() error {
+		if n := stream.Count(); n < 300 {
+			return fmt.Errorf("%d published", n)
+		}
+		return nil
+	})
+	published, err := stream.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts := waitStored(t, in, published, func() []testenv.Point { return vm.VMPoints(t) })
+	for _, p := range pts {
+		if p.Tags["room"] != "a b,c=d\"e" || p.Tags["sensor"] != "dht11" || p.Tags["group"] != "shed" {
+			t.Fatalf("%+v: tags %v; want room=%q, sensor dht11, group shed", p.Key, p.Tags, "a b,c=d\"e")
+		}
+	}
+}
+
+// TestBadPayloads sends a corpus of bad messages between good ones: each
+// bad one is refused and counted under its reason, every good one is
+// written, and nothing else.
+func TestBadPayloads(t *testing.T) {
+	s := newSite(t)
+	db, _ := testenv.StartInfluxd(t, "sensors", false)
+	cfg := s.config(t, db.URL(), "good-1")
+	cfg.Nodes["good-1"] = ingest.Node{Sensor: "dht22", Group: "g"}
+	in := testenv.StartIngest(t, cfg)
+	node := s.nodes(t, "good-1")[0]
+	// Identities the broker admits but ingest does not know: one whose
+	// name would break line protocol if it were ever used as a tag.
+	ghost := s.nodes(t, "ghost")[0]
+	evil := testenv.ConnectNode(t, s.broker, s.pki, "evil", "evil node,x=1\"")
+
+	big := `{"boot":1,"seq":1,"temperature":20,"humidity":50,"pad":"` + strings.Repeat("x", 1100) + `"}`
+	corpus := []struct {
+		payload string
+		reason  string
+	}{
+		{`{"boot":1,"seq":`, "malformed_json"},
+		{`not json`, "malformed_json"},
+		{`[1,2,3]`, "malformed_json"},
+		{`"reading"`, "malformed_json"},
+		{``, "malformed_json"},
+		{`{"boot":1,"seq":1,"temperature":nan,"humidity":50}`, "malformed_json"},
+		{`{"boot":1,"seq":1,"temperature":NaN,"humidity":50}`, "malformed_json"},
+		{`{"boot":1,"seq":1,"temperature":inf,"humidity":50}`, "malformed_json"},
+		{`{"boot":1,"seq":1,"temperature":-Infinity,"humidity":50}`, "malformed_json"},
+		{`{"boot":1,"seq":1,"temperature":20,"humidity":50} {}`, "malformed_json"},
+		{`{"boot":1,"seq":1,"temperature":1e999,"humidity":50}`, "not_finite"},
+		{`{"boot":1,"seq":1,"temperature":"21.5","humidity":50}`, "wrong_type"},
+		{`{"boot":1,"seq":1.5,"temperature":21.5,"humidity":50}`, "wrong_type"},
+		{`{"boot":true,"seq":1,"temperature":21.5,"humidity":50}`, "wrong_type"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":[50]}`, "wrong_type"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"fw":140}`, "wrong_type"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"rssi":"-60"}`, "wrong_type"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"t":"2026-01-01"}`, "wrong_type"},
+		{`{"boot":1,"seq":1,"humidity":50}`, "missing_field"},
+		{`{"boot":1,"seq":1,"temperature":null,"humidity":50}`, "missing_field"},
+		{`{"seq":1,"temperature":21.5,"humidity":50}`, "missing_field"},
+		{`{"boot":1,"temperature":21.5,"humidity":50}`, "missing_field"},
+		{`{"boot":1,"seq":1,"temperature":85,"humidity":50}`, "out_of_range"},
+		{`{"boot":1,"seq":1,"temperature":-41,"humidity":50}`, "out_of_range"},
+		{`{"boot":1,"seq":1,"temperature":-999,"humidity":50}`, "out_of_range"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":100.1}`, "out_of_range"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":-1}`, "out_of_range"},
+		{`{"boot":1,"seq":-1,"temperature":21.5,"humidity":50}`, "out_of_range"},
+		{`{"boot":4294967296,"seq":1,"temperature":21.5,"humidity":50}`, "out_of_range"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"rssi":12}`, "out_of_range"},
+		{big, "too_large"},
+		{`{"boot":1,"seq":1,"seq":2,"temperature":21.5,"humidity":50}`, "duplicate_field"},
+		{"{\"boot\":1,\"seq\":1,\"temperature\":21.5,\"humidity\":50,\"fw\":\"\xff\xfe\"}", "invalid_encoding"},
+		// Tag and line injection through the one free-text field.
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"fw":"1.0 x=1"}`, "bad_fw_version"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"fw":"1.0,node=good-2"}`, "bad_fw_version"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"fw":"1\"0"}`, "bad_fw_version"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"fw":"1.0\nreading,node=good-2 temperature=99 1"}`, "bad_fw_version"},
+		{`{"boot":1,"seq":1,"temperature":21.5,"humidity":50,"fw":"1.0=x"}`, "bad_fw_version"},
+	}
+	ctx := t.Context()
+	published := map[testenv.Key]testenv.Reading{}
+	want := map[string]float64{}
+	seq := uint32(0)
+	good := func() {
+		temp, hum := testenv.Values("good-1", seq)
+		if rc, err := node.Publish(ctx, "sensors/good-1/reading", testenv.Payload("good-1", 1, seq, time.Time{})); err != nil || rc >= 0x80 {
+			t.Fatalf("publishing a good reading: %v (reason %#x)", err, rc)
+		}
+		published[testenv.Key{Node: "good-1", Boot: 1, Seq: seq}] = testenv.Reading{Temperature: temp, Humidity: hum}
+		seq++
+	}
+	for _, c := range corpus {
+		good()
+		if rc, err := node.Publish(ctx, "sensors/good-1/reading", []byte(c.payload)); err != nil || rc >= 0x80 {
+			t.Fatalf("publishing %q: %v (reason %#x)", c.payload, err, rc)
+		}
+		want[c.reason]++
+	}
+	// An unknown field is ignored (newer firmware may add some).
+	if _, err := node.Publish(ctx, "sensors/good-1/reading", fmt.Appendf(nil, `{"boot":1,"seq":%d,"temperature":20.5,"humidity":40.5,"battery":3.3}`, seq)); err != nil {
+		t.Fatal(err)
+	}
+	published[testenv.Key{Node: "good-1", Boot: 1, Seq: seq}] = testenv.Reading{Temperature: 20.5, Humidity: 40.5}
+	seq++
+	for _, c := range []struct {
+		n     *testenv.Node
+		topic string
+	}{{ghost, "sensors/ghost/reading"}, {evil, "sensors/evil node,x=1\"/reading"}} {
+		if rc, err := c.n.Publish(ctx, c.topic, testenv.Payload("x", 1, 1, time.Time{})); err != nil || rc >= 0x80 {
+			t.Fatalf("publishing to %q: %v (reason %#x); the broker should let a node write its own topics", c.topic, err, rc)
+		}
+		want["unknown_node"]++
+	}
+	good()
+
+	waitStored(t, in, published, func() []testenv.Point { return db.InfluxPoints(t, "sensors") })
+	testenv.WaitFor(t, "every bad message counted", 10*time.Second, func() error {
+		m, err := in.Metrics()
+		if err != nil {
+			return err
+		}
+		var diffs []string
+		for _, r := range wire.Reasons {
+			got := m[fmt.Sprintf("ingest_messages_rejected_total{reason=%q}", r)]
+			if got != want[string(r)] {
+				diffs = append(diffs, fmt.Sprintf("%s: %v, want %v", r, got, want[string(r)]))
+			}
+		}
+		if len(diffs) > 0 {
+			return errors.New(strings.Join(diffs, "; "))
+		}
+		return nil
+	})
+}
+
+// TestImpersonation: a node's certificate gets nothing into the database
+// under another node's name, and a certificate from another CA does not
+// connect at all.
+func TestImpersonation(t *testing.T) {
+	s := newSite(t)
+	db, _ := testenv.StartInfluxd(t, "sensors", false)
+	in := testenv.StartIngest(t, s.config(t, db.URL(), "a-1", "b-1"))
+	a := s.nodes(t, "a-1")[0]
+	ctx := t.Context()
+	for seq := range uint32(3) {
+		// The broker refuses (MQTT v5 reason 0x87, which mosquitto
+		// 2.0 sends late) or drops it; either way nothing may arrive.
+		rc, err := a.PublishOnce(ctx, "sensors/b-1/reading", testenv.Payload("b-1", 1, seq, time.Time{}), 2*time.Second)
+		t.Logf("a-1 publishing as b-1: reason code %#x, %v", rc, err)
+	}
+	published := map[testenv.Key]testenv.Reading{}
+	for seq := range uint32(5) {
+		if rc, err := a.Publish(ctx, "sensors/a-1/reading", testenv.Payload("a-1", 1, seq, time.Time{})); err != nil || rc >= 0x80 {
+			t.Fatalf("a-1 publishing its own reading: %v (reason %#x)", err, rc)
+		}
+		temp, hum := testenv.Values("a-1", seq)
+		published[testenv.Key{Node: "a-1", Boot: 1, Seq: seq}] = testenv.Reading{Temperature: temp, Humidity: hum}
+	}
+	// a-1's own readings arrive after the forged ones were sent, so once
+	// they are in, the forged ones had their chance.
+	waitStored(t, in, published, func() []testenv.Point { return db.InfluxPoints(t, "sensors") })
+	if m, _ := in.Metrics(); m["ingest_messages_received_total"] != 5 {
+		t.Errorf("ingest received %v messages, want only a-1's 5", m["ingest_messages_received_total"])
+	}
+
+	other := testenv.NewPKI(t, "other")
+	cert, key := other.Node(t, "b-1")
+	if n, err := testenv.DialNode(s.broker.Addr(), s.pki.CAFile, [2]string{cert, key}, "b-1"); err == nil {
+		n.Close()
+		t.Fatal("a certificate from another CA connected to the broker")
+	}
+}

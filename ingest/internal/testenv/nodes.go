@@ -125,18 +125,23 @@ func DialNode(addr, caFile string, certKey [2]string, name string) (*Node, error
 		return nil, err
 	}
 	n.cm = cm
+	// Connected, or refused: a refusal (a certificate from another CA)
+	// shows as a connect error long before a time-out.
 	actx, acancel := context.WithTimeout(ctx, 15*time.Second)
 	defer acancel()
-	if err := cm.AwaitConnection(actx); err != nil {
-		cancel()
-		select {
-		case e := <-refused:
-			return nil, fmt.Errorf("not connected: %w", e)
-		default:
+	up := make(chan error, 1)
+	go func() { up <- cm.AwaitConnection(actx) }()
+	select {
+	case err := <-up:
+		if err == nil {
+			return n, nil
 		}
+		cancel()
+		return nil, fmt.Errorf("not connected: %w", err)
+	case err := <-refused:
+		cancel()
 		return nil, fmt.Errorf("not connected: %w", err)
 	}
-	return n, nil
 }
 
 // Close disconnects.
@@ -145,6 +150,18 @@ func (n *Node) Close() {
 	defer cancel()
 	n.cm.Disconnect(ctx)
 	n.cancel()
+}
+
+// PublishOnce sends one message at QoS 1 without retrying, waiting at
+// most timeout for the PUBACK.
+func (n *Node) PublishOnce(ctx context.Context, topic string, payload []byte, timeout time.Duration) (byte, error) {
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := n.cm.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+	if resp != nil {
+		return resp.ReasonCode, nil
+	}
+	return 0, err
 }
 
 // Publish sends one message at QoS 1 and returns the PUBACK's reason
