@@ -88,3 +88,14 @@ IPAddressAllow=localhost
 WantedBy=multi-user.target
 `, BinaryPath, ConfigPath, creds.String())
 }
+
+// Build is how the gateway's binary is built from this source: static
+// (CGO_ENABLED=0, so the Go toolchain is all it needs), without paths of
+// the build machine (-trimpath) or VCS stamps (-buildvcs=false), so two
+// builds of one commit are byte-identical (scripts/reproducible-ingest
+// checks). Run `go` with Args and Env added to the environment, in the
+// module's root; out is the binary's path.
+func Build(goarch, out string) (args, env []string) {
+	return []string{"build", "-trimpath", "-buildvcs=false", "-o", out, "github.com/appliance/appliance/cmd/ingest"},
+		[]string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + goarch}
+}

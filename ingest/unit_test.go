@@ -102,7 +102,9 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *ingest.Config) { c.InfluxDB.Version = 3 }, "influxdb.version 3"},
 		{func(c *ingest.Config) { c.Nodes = nil }, "no node is configured"},
 		{func(c *ingest.Config) { c.Nodes["x"] = ingest.Node{Sensor: "bme280"} }, `nodes.x.sensor "bme280"`},
-		{func(c *ingest.Config) { c.Nodes["y"] = ingest.Node{Sensor: "dht11", Tags: map[string]string{"node": "z"}} }, "written by ingest itself"},
+		{func(c *ingest.Config) {
+			c.Nodes["y"] = ingest.Node{Sensor: "dht11", Tags: map[string]string{"node": "z"}}
+		}, "written by ingest itself"},
 		{func(c *ingest.Config) { c.MQTT.Topic = "$share/g/sensors/+/reading" }, "set mqtt.shared_group"},
 		{func(c *ingest.Config) { c.Spool.MaxBytes = 1000 }, "at least 4 MiB"},
 	} {

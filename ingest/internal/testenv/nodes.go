@@ -226,6 +226,7 @@ func (s *Stream) run(n *Node, rate float64) {
 	interval := time.Duration(float64(time.Second) / rate)
 	next := time.Now()
 	topic := "sensors/" + n.Name + "/reading"
+	var lastDT time.Time
 	for seq := uint32(0); ; seq++ {
 		if d := time.Until(next); d > 0 {
 			select {
@@ -246,7 +247,14 @@ func (s *Stream) run(n *Node, rate float64) {
 		}
 		var dt time.Time
 		if n.DeviceTime {
-			dt = time.Now()
+			// A real node reads at most once a second; this one is
+			// faster, but never twice in one millisecond, the
+			// resolution of its clock field (and victoria-metrics').
+			dt = time.Now().Truncate(time.Millisecond)
+			if !dt.After(lastDT) {
+				dt = lastDT.Add(time.Millisecond)
+			}
+			lastDT = dt
 		}
 		temp, hum := Values(n.Name, seq)
 		rc, err := n.Publish(ctx, topic, Payload(n.Name, n.Boot, seq, dt))
