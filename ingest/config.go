@@ -118,7 +118,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 const (
 	DefaultClientID       = "appliance-ingest"
 	DefaultSessionExpiry  = 7 * 24 * time.Hour
-	DefaultReceiveMaximum = 4096
+	DefaultReceiveMaximum = 1024
 	DefaultKeepAlive      = 30 * time.Second
 	// SharedGroup is the shared-subscription group of ingest instances.
 	SharedGroup = "ingest"

@@ -371,3 +371,44 @@ func TestImpersonation(t *testing.T) {
 		t.Fatal("a certificate from another CA connected to the broker")
 	}
 }
+
+// TestWriterSplitsAndDrops runs InfluxDB with a small request limit and
+// a one-hour retention: batches over the limit come back 413 and are
+// split until they fit; readings older than the retention come back 400
+// and are dropped and counted, one by one, while every reading around
+// them is written.
+func TestWriterSplitsAndDrops(t *testing.T) {
+	s := newSite(t)
+	db, _ := testenv.StartInfluxdWith(t, "sensors", false, 4000, "1h")
+	cfg := s.config(t, db.URL(), "old-1")
+	cfg.FlushInterval = ingest.Duration(2 * time.Second) // big batches
+	in := testenv.StartIngest(t, cfg)
+	node := s.nodes(t, "old-1")[0]
+	ctx := t.Context()
+	published := map[testenv.Key]testenv.Reading{}
+	stale := 0
+	now := time.Now()
+	for seq := range uint32(600) {
+		at := now.Add(time.Duration(seq) * time.Millisecond)
+		if seq%100 == 50 {
+			// Plausible to ingest (a week is), too old for the database.
+			at = now.Add(-2 * time.Hour)
+			stale++
+		}
+		if _, err := node.Publish(ctx, "sensors/old-1/reading", testenv.Payload("old-1", 1, seq, at)); err != nil {
+			t.Fatal(err)
+		}
+		if seq%100 != 50 {
+			temp, hum := testenv.Values("old-1", seq)
+			published[testenv.Key{Node: "old-1", Boot: 1, Seq: seq}] = testenv.Reading{Temperature: temp, Humidity: hum, Time: at}
+		}
+	}
+	waitStored(t, in, published, func() []testenv.Point { return db.InfluxPoints(t, "sensors") })
+	m, _ := in.Metrics()
+	if m["ingest_points_dropped_total"] != float64(stale) {
+		t.Errorf("dropped %v points, want the %d stale ones", m["ingest_points_dropped_total"], stale)
+	}
+	if m[`ingest_write_failures_total{kind="too_large"}`] == 0 || m["ingest_batch_splits_total"] == 0 {
+		t.Errorf("no 413 and split seen (too_large %v, splits %v): the request limit did not bite", m[`ingest_write_failures_total{kind="too_large"}`], m["ingest_batch_splits_total"])
+	}
+}

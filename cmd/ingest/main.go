@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/appliance/appliance/ingest"
@@ -16,11 +18,25 @@ import (
 
 func main() {
 	config := flag.String("config", ingest.ConfigPath, "the service's configuration `file`")
-	debug := flag.Bool("debug", false, "log debug messages")
+	verbose := flag.Bool("debug", false, "log debug messages")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` (for benchmarks)")
 	flag.Parse()
-	log := ingest.Logger(os.Stderr, *debug)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit makes the GC work harder before the heap grows
+		// past it: the gateway is a Raspberry Pi shared with InfluxDB
+		// and Grafana, and ingest's live data is a few MB.
+		debug.SetMemoryLimit(28 << 20)
+	}
+	log := ingest.Logger(os.Stderr, *verbose)
 	if err := run(*config, log); err != nil {
 		log.Error(err.Error())
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

@@ -177,14 +177,14 @@ func Decode(node string, s Sensor, payload []byte, recv time.Time) (Reading, *Er
 	if r.Humidity, err = float(fields, fHum, s.MinHum, s.MaxHum, s.Name, "%RH"); err != nil {
 		return r, err
 	}
-	if _, ok := fields[fRSSI]; ok {
+	if _, ok := fields.get(fRSSI); ok {
 		v, err := integer(fields, fRSSI, false, -127, 0)
 		if err != nil {
 			return r, err
 		}
 		r.RSSI, r.HasRSSI = int(v), true
 	}
-	if raw, ok := fields[fFW]; ok && string(raw) != "null" {
+	if raw, ok := fields.get(fFW); ok && string(raw) != "null" {
 		var fw string
 		if raw[0] != '"' || json.Unmarshal(raw, &fw) != nil {
 			return r, refuse(WrongType, "fw is %s, want a string", kind(raw))
@@ -194,7 +194,7 @@ func Decode(node string, s Sensor, payload []byte, recv time.Time) (Reading, *Er
 		}
 		r.Firmware = fw
 	}
-	if _, ok := fields[fTime]; ok {
+	if _, ok := fields.get(fTime); ok {
 		ms, err := integer(fields, fTime, false, 0, math.MaxInt64/int64(time.Millisecond))
 		if err != nil {
 			return r, err
@@ -215,9 +215,27 @@ func Decode(node string, s Sensor, payload []byte, recv time.Time) (Reading, *Er
 	return r, nil
 }
 
+// obj is a payload's top-level fields, in order. A reading has seven at
+// most, so a slice searched in order beats a map, and allocates once.
+type obj []kv
+
+type kv struct {
+	key string
+	raw []byte
+}
+
+func (o obj) get(key string) ([]byte, bool) {
+	for _, f := range o {
+		if f.key == key {
+			return f.raw, true
+		}
+	}
+	return nil, false
+}
+
 // object splits a payload into its top-level fields, refusing anything
 // but one JSON object with unique keys.
-func object(payload []byte) (map[string]json.RawMessage, *Error) {
+func object(payload []byte) (obj, *Error) {
 	// encoding/json lets invalid UTF-8 through inside strings (and
 	// replaces it when decoding): check it first.
 	if !utf8.Valid(payload) {
@@ -226,34 +244,82 @@ func object(payload []byte) (map[string]json.RawMessage, *Error) {
 	if !json.Valid(payload) {
 		return nil, refuse(Malformed, "not valid JSON: %s", snippet(payload))
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
+	// The payload is valid JSON from here on, which keeps the splitting
+	// below simple: it only has to find where each value ends.
+	i := skipSpace(payload, 0)
+	if payload[i] != '{' {
 		return nil, refuse(Malformed, "not a JSON object: %s", snippet(payload))
 	}
-	fields := map[string]json.RawMessage{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, refuse(Malformed, "%v", err)
+	fields := make(obj, 0, 8)
+	i = skipSpace(payload, i+1)
+	for payload[i] != '}' {
+		kend := stringEnd(payload, i)
+		key := string(payload[i+1 : kend-1])
+		if bytes.IndexByte(payload[i:kend], '\\') >= 0 {
+			json.Unmarshal(payload[i:kend], &key) // valid: cannot fail
 		}
-		key := tok.(string) // json.Valid guarantees object keys are strings
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, refuse(Malformed, "%s: %v", key, err)
-		}
-		if _, dup := fields[key]; dup {
+		i = skipSpace(payload, kend)
+		i = skipSpace(payload, i+1) // the colon
+		vend := valueEnd(payload, i)
+		if _, dup := fields.get(key); dup {
 			return nil, refuse(DuplicateField, "%q appears twice", key)
 		}
-		fields[key] = raw
+		fields = append(fields, kv{key, payload[i:vend]})
+		i = skipSpace(payload, vend)
+		if payload[i] == ',' {
+			i = skipSpace(payload, i+1)
+		}
 	}
 	return fields, nil
 }
 
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the string starting at b[i] == '"'.
+func stringEnd(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd returns the index after the value starting at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && !strings.ContainsRune(" \t\n\r,}]", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
 // integer reads a whole number in [lo, hi]. "21.0" is accepted (JSON has
 // one number type and some encoders always write a fraction); 21.5 is not.
-func integer(fields map[string]json.RawMessage, key string, required bool, lo, hi int64) (int64, *Error) {
-	raw, ok := fields[key]
+func integer(fields obj, key string, required bool, lo, hi int64) (int64, *Error) {
+	raw, ok := fields.get(key)
 	if !ok || string(raw) == "null" {
 		if required {
 			return 0, refuse(MissingField, "%s is required", key)
@@ -283,8 +349,8 @@ func integer(fields map[string]json.RawMessage, key string, required bool, lo, h
 }
 
 // float reads a required finite number in [lo, hi].
-func float(fields map[string]json.RawMessage, key string, lo, hi float64, sensor, unit string) (float64, *Error) {
-	raw, ok := fields[key]
+func float(fields obj, key string, lo, hi float64, sensor, unit string) (float64, *Error) {
+	raw, ok := fields.get(key)
 	if !ok || string(raw) == "null" {
 		return 0, refuse(MissingField, "%s is required", key)
 	}
@@ -301,11 +367,11 @@ func float(fields map[string]json.RawMessage, key string, lo, hi float64, sensor
 	return f, nil
 }
 
-func isNumber(raw json.RawMessage) bool {
+func isNumber(raw []byte) bool {
 	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
 }
 
-func kind(raw json.RawMessage) string {
+func kind(raw []byte) string {
 	switch raw[0] {
 	case '"':
 		return "a string"

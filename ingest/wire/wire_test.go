@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -96,6 +98,18 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"boot":3,"seq":7,"temperature":21.5,"humidity":48.25,"rssi":-61,"fw":"1.4.0","t":1767225600123}`))
 	f.Add([]byte(`{"boot":1,"seq":1,"seq":2}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The fast splitter agrees with encoding/json.
+		if fields, err := object(b); err == nil {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(b, &m) != nil || len(m) != len(fields) {
+				t.Fatalf("object(%q) = %d fields; encoding/json: %v", b, len(fields), m)
+			}
+			for _, f := range fields {
+				if !bytes.Equal(bytes.TrimSpace(m[f.key]), f.raw) {
+					t.Fatalf("object(%q): %s = %q; encoding/json: %q", b, f.key, f.raw, m[f.key])
+				}
+			}
+		}
 		r, err := Decode("n", Sensors["dht11"], b, recv)
 		if err == nil && (r.Temperature < -20 || r.Temperature > 60 || r.Humidity < 0 || r.Humidity > 100 || !fwOK(r.Firmware)) {
 			t.Fatalf("accepted %+v", r)

@@ -65,7 +65,12 @@ func main() {
 	rate := flag.Float64("rate", 0, "readings per second per node; 0 publishes as fast as the broker acknowledges")
 	flush := flag.Duration("flush", time.Second, "ingest's flush interval (the spec's default is 1s)")
 	batch := flag.Int("batch", 5000, "ingest's batch size")
+	cpuprofile := flag.String("cpuprofile", "", "write ingest's CPU profile to `file`")
 	flag.Parse()
+	if *cpuprofile != "" {
+		abs, _ := filepath.Abs(*cpuprofile)
+		testenv.IngestArgs = []string{"-cpuprofile", abs}
+	}
 	t := &tb{}
 	defer t.run()
 	testenv.Need(t, "mosquitto", "mosquitto_sub", "influxd")

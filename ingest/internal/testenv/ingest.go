@@ -56,6 +56,10 @@ func RemoveBinary() {
 	}
 }
 
+// IngestArgs are added to ingest's command line (the benchmark's
+// -cpuprofile).
+var IngestArgs []string
+
 // Ingest is the ingest service running as a process.
 type Ingest struct {
 	*Proc
@@ -77,7 +81,8 @@ func StartIngest(t TB, cfg ingest.Config, env ...string) *Ingest {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatalf("%v", err)
 	}
-	in := &Ingest{Proc: newProc(t, bin, filepath.Join(dir, "ingest.log"), "-config", path), Config: cfg, ConfigPath: path}
+	args := append([]string{"-config", path}, IngestArgs...)
+	in := &Ingest{Proc: newProc(t, bin, filepath.Join(dir, "ingest.log"), args...), Config: cfg, ConfigPath: path}
 	in.env = env
 	in.Start()
 	return in

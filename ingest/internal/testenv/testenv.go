@@ -360,6 +360,14 @@ type Influx struct {
 // to db.
 func StartInfluxd(t TB, db string, auth bool) (*Influx, string) {
 	t.Helper()
+	return StartInfluxdWith(t, db, auth, 25_000_000, "")
+}
+
+// StartInfluxdWith is StartInfluxd with a request size limit (InfluxDB
+// answers 413 above it) and a retention for db ("" for none; points
+// older than it are refused with 400).
+func StartInfluxdWith(t TB, db string, auth bool, maxBody int, retention string) (*Influx, string) {
+	t.Helper()
 	Need(t, "influxd")
 	dir := t.TempDir()
 	port, rpc := FreePort(t), FreePort(t)
@@ -378,7 +386,7 @@ bind-address = "127.0.0.1:%d"
   auth-enabled = %v
   log-enabled = false
   max-row-limit = 0
-  max-body-size = 25000000
+  max-body-size = %d
 [monitor]
   store-enabled = false
 [subscriber]
@@ -387,7 +395,7 @@ bind-address = "127.0.0.1:%d"
   enabled = false
 [logging]
   level = "warn"
-`, rpc, dir, dir, dir, port, auth)
+`, rpc, dir, dir, dir, port, auth, maxBody)
 	path := filepath.Join(dir, "influxdb.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatalf("%v", err)
@@ -401,7 +409,11 @@ bind-address = "127.0.0.1:%d"
 		in.Query(t, fmt.Sprintf("CREATE USER %s WITH PASSWORD '%s' WITH ALL PRIVILEGES", in.Admin, in.AdminPassword))
 		in.Query(t, fmt.Sprintf("CREATE USER ingest WITH PASSWORD '%s'", password))
 	}
-	in.Query(t, "CREATE DATABASE "+db)
+	if retention != "" {
+		in.Query(t, "CREATE DATABASE "+db+" WITH DURATION "+retention)
+	} else {
+		in.Query(t, "CREATE DATABASE "+db)
+	}
 	if auth {
 		in.Query(t, "GRANT WRITE ON "+db+" TO ingest")
 	}
