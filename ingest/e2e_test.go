@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -410,5 +411,79 @@ func TestWriterSplitsAndDrops(t *testing.T) {
 	}
 	if m[`ingest_write_failures_total{kind="too_large"}`] == 0 || m["ingest_batch_splits_total"] == 0 {
 		t.Errorf("no 413 and split seen (too_large %v, splits %v): the request limit did not bite", m[`ingest_write_failures_total{kind="too_large"}`], m["ingest_batch_splits_total"])
+	}
+}
+
+// TestSystemdNotify runs ingest as systemd would, with a notify socket
+// and a watchdog: it says READY=1 once serving, WATCHDOG=1 regularly, and
+// on SIGTERM STOPPING=1, then flushes its spool and exits cleanly.
+func TestSystemdNotify(t *testing.T) {
+	s := newSite(t)
+	db, _ := testenv.StartInfluxd(t, "sensors", false)
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	states := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(states)
+				return
+			}
+			states <- string(buf[:n])
+		}
+	}()
+	cfg := s.config(t, db.URL(), "w-1")
+	cfg.FlushInterval = ingest.Duration(time.Minute) // only the shutdown flush writes
+	in := testenv.StartIngest(t, cfg, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=1000000")
+	expect := func(want string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case st := <-states:
+				if strings.Contains(st, want) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %s from ingest", want)
+			}
+		}
+	}
+	expect("READY=1")
+	expect("WATCHDOG=1")
+	expect("WATCHDOG=1")
+
+	node := s.nodes(t, "w-1")[0]
+	for seq := range uint32(10) {
+		if _, err := node.Publish(t.Context(), "sensors/w-1/reading", testenv.Payload("w-1", 1, seq, time.Time{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, "the readings spooled", 10*time.Second, func() error {
+		m, err := in.Metrics()
+		if err != nil || m["ingest_readings_spooled_total"] != 10 {
+			return fmt.Errorf("spooled %v", m["ingest_readings_spooled_total"])
+		}
+		return nil
+	})
+	if pts := db.InfluxPoints(t, "sensors"); len(pts) != 0 {
+		t.Fatalf("%d points written before the flush interval", len(pts))
+	}
+	in.Stop()
+	expect("STOPPING=1")
+	if state := in.Ended(); state != "exit status 0" {
+		t.Errorf("ingest ended with %q on SIGTERM, want exit status 0", state)
+	}
+	if pts := db.InfluxPoints(t, "sensors"); len(pts) != 10 {
+		t.Errorf("%d points written on shutdown, want the 10 spooled", len(pts))
+	}
+	if !strings.Contains(in.Log(), "ingest stopped") || !strings.Contains(in.Log(), "pending=0") {
+		t.Errorf("ingest did not say it stopped with nothing pending:\n%s", in.Log())
 	}
 }

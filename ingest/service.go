@@ -76,6 +76,9 @@ type Service struct {
 	nodes map[string]nodeInfo
 
 	inbound chan message
+	// stopping makes the receive callback leave new messages
+	// unacknowledged, for the broker to send again next time.
+	stopping atomic.Bool
 	// beats are the loops' last signs of life, for the watchdog.
 	pipeBeat, writeBeat atomic.Int64
 	// quiet rate-limits repetitive log lines, by topic.
@@ -256,6 +259,7 @@ loop:
 	s.log.Info("ingest stopping: spooling what was received, then writing what is pending")
 	// Spool and acknowledge what has arrived, then let paho send the
 	// acknowledgements before saying goodbye.
+	s.stopping.Store(true)
 	close(drain)
 	select {
 	case <-pipeDone:
@@ -399,6 +403,9 @@ func (s *Service) connect(ctx context.Context) (*autopaho.ConnectionManager, err
 // paho's reader, keep-alives would go unanswered and the broker would
 // drop the connection, which is how Telegraf loses its session.
 func (s *Service) receive(pr paho.PublishReceived) (bool, error) {
+	if s.stopping.Load() {
+		return true, nil
+	}
 	m := message{pub: pr.Packet, client: pr.Client, recv: time.Now()}
 	if pr.Packet.QoS == 0 {
 		// QoS 0 needs no acknowledgement and is not counted against

@@ -124,6 +124,7 @@ type Proc struct {
 	done chan struct{}
 	mu   sync.Mutex
 	env  []string
+	last string // how the last stopped run ended
 }
 
 func newProc(t TB, name, logFile string, args ...string) *Proc {
@@ -202,6 +203,17 @@ func (p *Proc) signal(sig syscall.Signal, wait time.Duration) {
 		cmd.Process.Kill()
 		<-done
 	}
+	p.mu.Lock()
+	p.last = cmd.ProcessState.String()
+	p.mu.Unlock()
+}
+
+// Ended is how the last run stopped by Stop or Kill ended, e.g.
+// "exit status 0".
+func (p *Proc) Ended() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
 }
 
 // Log returns what the process wrote.
