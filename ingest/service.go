@@ -414,7 +414,7 @@ func (s *Service) receive(pr paho.PublishReceived) (bool, error) {
 		case s.inbound <- m:
 		default:
 			s.m.received.Add(1)
-			s.m.reject(wire.TooLarge)
+			s.m.reject(wire.Overflow)
 		}
 		return true, nil
 	}

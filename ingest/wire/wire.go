@@ -65,10 +65,14 @@ const (
 	BadFirmwareName Reason = "bad_fw_version"   // fw is not a plain version string
 	DuplicateField  Reason = "duplicate_field"  // a key appears twice: which one would count?
 	NotUTF8         Reason = "invalid_encoding" // payload is not UTF-8
+	// Overflow is a QoS 0 message that found ingest's queue full: QoS 0
+	// is outside the broker's flow control, so a flood of it is shed
+	// rather than allowed to block the MQTT connection.
+	Overflow Reason = "qos0_overflow"
 )
 
 // Reasons lists every Reason, so metrics can show zeros.
-var Reasons = []Reason{BadTopic, UnknownNode, TooLarge, Malformed, MissingField, WrongType, NotFinite, OutOfRange, BadFirmwareName, DuplicateField, NotUTF8}
+var Reasons = []Reason{BadTopic, UnknownNode, TooLarge, Malformed, MissingField, WrongType, NotFinite, OutOfRange, BadFirmwareName, DuplicateField, NotUTF8, Overflow}
 
 // Error is a refused message: the reason and a detail for the log.
 type Error struct {
