@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"strings"
 )
@@ -98,4 +99,27 @@ WantedBy=multi-user.target
 func Build(goarch, out string) (args, env []string) {
 	return []string{"build", "-trimpath", "-buildvcs=false", "-o", out, "github.com/appliance/appliance/cmd/ingest"},
 		[]string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + goarch}
+}
+
+// Module is a Go module compiled into the binary, for the image's SBOM.
+type Module struct {
+	Path, Version, Sum string
+}
+
+// Modules lists the Go modules in a built ingest binary, read from the
+// build information the Go toolchain embeds: the SBOM then describes the
+// binary that ships, not a guess from go.mod.
+func Modules(binary string) ([]Module, error) {
+	info, err := buildinfo.ReadFile(binary)
+	if err != nil {
+		return nil, fmt.Errorf("reading the build information of %s: %w", binary, err)
+	}
+	mods := []Module{{Path: "golang.org/toolchain", Version: info.GoVersion}, {Path: info.Main.Path, Version: info.Main.Version}}
+	for _, d := range info.Deps {
+		if d.Replace != nil {
+			d = d.Replace
+		}
+		mods = append(mods, Module{Path: d.Path, Version: d.Version, Sum: d.Sum})
+	}
+	return mods, nil
 }

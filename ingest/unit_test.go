@@ -121,3 +121,20 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestModules reads the SBOM's module list from the real binary.
+func TestModules(t *testing.T) {
+	mods, err := ingest.Modules(testenv.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range mods {
+		got[m.Path] = m.Version
+	}
+	for _, want := range []string{"github.com/eclipse/paho.golang", "github.com/influxdata/line-protocol/v2", "golang.org/toolchain"} {
+		if !strings.HasPrefix(got[want], "v") && !strings.HasPrefix(got[want], "go1.") {
+			t.Errorf("module %s: version %q in %v", want, got[want], got)
+		}
+	}
+}
