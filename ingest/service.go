@@ -233,18 +233,18 @@ func (s *Service) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var wdLast time.Time
 	var runErr error
+	pipeStopped, writeStopped := false, false
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
 		case err := <-pipeDone:
-			runErr = fmt.Errorf("pipeline: %w", err)
-			pipeDone <- nil
+			// Only a failing disk ends the pipeline early.
+			pipeStopped, runErr = true, fmt.Errorf("pipeline: %v", err)
 			break loop
 		case err := <-writeDone:
-			runErr = fmt.Errorf("writer: %w", err)
-			writeDone <- nil
+			writeStopped, runErr = true, fmt.Errorf("writer: %v", err)
 			break loop
 		case <-tick.C:
 			s.report()
@@ -260,12 +260,14 @@ loop:
 	// Spool and acknowledge what has arrived, then let paho send the
 	// acknowledgements before saying goodbye.
 	s.stopping.Store(true)
-	close(drain)
-	select {
-	case <-pipeDone:
-	case <-time.After(10 * time.Second):
-		stopPipe()
-		<-pipeDone
+	if !pipeStopped {
+		close(drain)
+		select {
+		case <-pipeDone:
+		case <-time.After(10 * time.Second):
+			stopPipe()
+			<-pipeDone
+		}
 	}
 	time.Sleep(3 * ackInterval)
 	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -273,12 +275,14 @@ loop:
 	cancel()
 	// Give InfluxDB a little time to take the rest; what it does not
 	// take stays in the spool for the next start.
-	close(flush)
-	select {
-	case <-writeDone:
-	case <-time.After(10 * time.Second):
-		stopWriter()
-		<-writeDone
+	if !writeStopped {
+		close(flush)
+		select {
+		case <-writeDone:
+		case <-time.After(10 * time.Second):
+			stopWriter()
+			<-writeDone
+		}
 	}
 	if err := s.sp.Close(); err != nil && runErr == nil {
 		runErr = err
