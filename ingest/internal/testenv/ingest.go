@@ -39,6 +39,12 @@ func Binary(t TB) string {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(buildDir, "appliance-ingest"), "./cmd/ingest")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if os.Getenv("INGEST_RACE") != "" {
+			// INGEST_RACE=1 go test ./ingest runs the service under the
+			// race detector (which needs cgo).
+			cmd.Args = append(cmd.Args[:2], append([]string{"-race"}, cmd.Args[2:]...)...)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/ingest: %v\n%s", err, out)
 		}
@@ -85,6 +91,11 @@ func StartIngest(t TB, cfg ingest.Config, env ...string) *Ingest {
 	in := &Ingest{Proc: newProc(t, bin, filepath.Join(dir, "ingest.log"), args...), Config: cfg, ConfigPath: path}
 	in.env = env
 	in.Start()
+	t.Cleanup(func() {
+		if strings.Contains(in.Log(), "WARNING: DATA RACE") {
+			t.Fatalf("the race detector found a data race in ingest:\n%s", tail(in.Log()))
+		}
+	})
 	return in
 }
 
