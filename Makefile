@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build demo test unit fuzz lint deps bench clean
+.PHONY: all build demo test unit fuzz lint deps bench bench-ingest reproducible-ingest clean
 
 all: build
 
@@ -20,7 +20,7 @@ demo: build
 	bin/appliance validate examples/demo.hcl
 	bin/appliance plan examples/demo.hcl
 
-test: deps lint unit fuzz
+test: deps lint unit fuzz reproducible-ingest
 
 deps:
 	scripts/deps
@@ -31,6 +31,11 @@ unit:
 # A short run of each fuzz target on top of its seed corpus.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./spec
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./ingest/wire
+
+# The gateway's ingest binary (linux/arm64) must build byte-identically.
+reproducible-ingest:
+	scripts/reproducible-ingest
 
 lint:
 	@unformatted=$$(gofmt -l .); \
@@ -40,6 +45,11 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Ingest against mosquitto_sub on the same stream, through real mosquitto
+# and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.
+bench-ingest:
+	$(GO) run ./ingest/internal/benchingest $(BENCH_INGEST_FLAGS)
 
 clean:
 	rm -rf bin
