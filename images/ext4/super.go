@@ -44,22 +44,22 @@ func (p *plan) superblock(group uint32, freeBlocks uint64, freeInodes uint32, jo
 	le.PutUint32(b[0x0C:], uint32(freeBlocks))
 	le.PutUint32(b[0x158:], uint32(freeBlocks>>32))
 	le.PutUint32(b[0x10:], freeInodes)
-	le.PutUint32(b[0x14:], 0)                 // first data block
-	le.PutUint32(b[0x18:], 2)                 // 1024 << 2
-	le.PutUint32(b[0x1C:], 2)                 // cluster size = block size
-	le.PutUint32(b[0x20:], blocksPerGroup)    // blocks per group
-	le.PutUint32(b[0x24:], blocksPerGroup)    // clusters per group
-	le.PutUint32(b[0x28:], g.inodesPerGrp)    //
-	le.PutUint32(b[0x30:], t)                 // write time
-	le.PutUint16(b[0x36:], 0xFFFF)            // max mount count: never check by count
-	le.PutUint16(b[0x38:], 0xEF53)            // magic
-	le.PutUint16(b[0x3A:], 1)                 // clean
-	le.PutUint16(b[0x3C:], 1)                 // on errors: continue
-	le.PutUint32(b[0x40:], t)                 // last check
-	le.PutUint32(b[0x4C:], 1)                 // dynamic revision
-	le.PutUint32(b[0x54:], firstIno)          //
-	le.PutUint16(b[0x58:], inodeSize)         //
-	le.PutUint16(b[0x5A:], uint16(group))     // which copy this is
+	le.PutUint32(b[0x14:], 0)              // first data block
+	le.PutUint32(b[0x18:], 2)              // 1024 << 2
+	le.PutUint32(b[0x1C:], 2)              // cluster size = block size
+	le.PutUint32(b[0x20:], blocksPerGroup) // blocks per group
+	le.PutUint32(b[0x24:], blocksPerGroup) // clusters per group
+	le.PutUint32(b[0x28:], g.inodesPerGrp) //
+	le.PutUint32(b[0x30:], t)              // write time
+	le.PutUint16(b[0x36:], 0xFFFF)         // max mount count: never check by count
+	le.PutUint16(b[0x38:], 0xEF53)         // magic
+	le.PutUint16(b[0x3A:], 1)              // clean
+	le.PutUint16(b[0x3C:], 1)              // on errors: continue
+	le.PutUint32(b[0x40:], t)              // last check
+	le.PutUint32(b[0x4C:], 1)              // dynamic revision
+	le.PutUint32(b[0x54:], firstIno)       //
+	le.PutUint16(b[0x58:], inodeSize)      //
+	le.PutUint16(b[0x5A:], uint16(group))  // which copy this is
 	le.PutUint32(b[0x5C:], compatHasJournal|compatExtAttr|compatResizeInode|compatDirIndex)
 	le.PutUint32(b[0x60:], incompatFiletype|incompatExtents|incompat64bit|incompatFlexBG)
 	le.PutUint32(b[0x64:], roSparseSuper|roLargeFile|roHugeFile|roDirNlink|roExtraIsize|roMetadataCsum)
