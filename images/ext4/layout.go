@@ -154,13 +154,19 @@ func journalBlocks(blocks uint64) uint32 {
 
 // allocator hands out blocks front to back, skipping blocks already used.
 type allocator struct {
-	used []uint64 // bit set
-	n    uint64
-	next uint64
+	used   []uint64 // bit set
+	n      uint64
+	next   uint64
+	maxRun uint64 // tests only: see testMaxRun
 }
 
+// testMaxRun, when set by a test, ends every run of data blocks after
+// this many blocks and leaves the next block free, so that small files
+// need extent tree leaves and directories several extents.
+var testMaxRun uint64
+
 func newAllocator(n uint64) *allocator {
-	return &allocator{used: make([]uint64, ceilDiv(n, 64)), n: n}
+	return &allocator{used: make([]uint64, ceilDiv(n, 64)), n: n, maxRun: testMaxRun}
 }
 
 func (a *allocator) isUsed(b uint64) bool { return a.used[b/64]&(1<<(b%64)) != 0 }
@@ -202,11 +208,14 @@ func (a *allocator) take(n uint64) ([]run, error) {
 			return nil, errFull
 		}
 		r := run{start: a.next}
-		for r.n < n && a.next < a.n && !a.isUsed(a.next) {
+		for r.n < n && a.next < a.n && !a.isUsed(a.next) && (a.maxRun == 0 || r.n < a.maxRun) {
 			a.next++
 			r.n++
 		}
 		a.mark(r.start, r.n)
+		if a.maxRun != 0 && r.n == a.maxRun {
+			a.next++
+		}
 		runs = append(runs, r)
 		n -= r.n
 	}
