@@ -79,8 +79,8 @@ func copyFile(w io.WriterAt, n *node, buf []byte) error {
 				return fmt.Errorf("content is %d bytes, not its Size %d: %w", n.e.Size-left+int64(got), n.e.Size, err)
 			}
 			left -= want
-			// Pad the last block: the target may not read as zeros there
-			// if an earlier image was longer.
+			// Whole blocks: the tail of the last one is zeros whatever
+			// the target held before.
 			padded := (want + BlockSize - 1) &^ (BlockSize - 1)
 			clear(buf[want:padded])
 			if _, err := w.WriteAt(buf[:padded], pos); err != nil {
@@ -93,5 +93,5 @@ func copyFile(w io.WriterAt, n *node, buf []byte) error {
 	if k, _ := r.Read(one[:]); k > 0 {
 		return errLonger
 	}
-	return r.Close()
+	return nil
 }
