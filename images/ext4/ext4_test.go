@@ -166,6 +166,33 @@ func TestSyntheticTree(t *testing.T) {
 	checkMounted(t, img, es)
 }
 
+// TestKernelWrites: the kernel takes the bitmaps and counts as written
+// and keeps the file system consistent when it allocates, frees and
+// turns a directory into an htree on top of them.
+func TestKernelWrites(t *testing.T) {
+	es := synthetic(1<<20, 300)
+	img := writeImage(t, es, opts(64<<20))
+	dir := loopMount(t, img, false)
+	if err := os.Mkdir(filepath.Join(dir, "new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		if err := os.WriteFile(filepath.Join(dir, "new", fmt.Sprintf("a-long-file-name-%04d", i)), bytes.Repeat([]byte{byte(i)}, i*100), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"/big.bin", "/links/l007", "/many/file-with-a-longer-name-00003", "/link4095"} {
+		if err := os.Remove(filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "many", "added"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unmount(t, dir)
+	fsck(t, img)
+}
+
 // TestFragmented makes every file and directory of several blocks take
 // several runs, so that extent tree leaf blocks and directories in many
 // extents are written and checked too.
@@ -242,6 +269,28 @@ func TestGrow(t *testing.T) {
 			t.Fatalf("after online resize the file system has %d blocks; want %d", got, 40<<30/BlockSize)
 		}
 	})
+}
+
+// TestGrowTo: GrowTo reserves GDT blocks past mke2fs's 1024×, so that a
+// tiny image could still grow online to a 128 GiB card.
+func TestGrowTo(t *testing.T) {
+	need(t, "dumpe2fs")
+	for _, tc := range []struct {
+		growTo int64
+		want   string
+	}{
+		{0, "Reserved GDT blocks:      1\n"},          // 16 MiB × 1024: 128 groups, 2 GDT blocks
+		{128 << 30, "Reserved GDT blocks:      15\n"}, // 1024 groups, 16 GDT blocks
+	} {
+		o := opts(16 << 20)
+		o.GrowTo = tc.growTo
+		img := writeImage(t, nil, o)
+		fsck(t, img)
+		out, err := exec.Command("dumpe2fs", "-h", img).CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte(tc.want)) {
+			t.Errorf("GrowTo %d: dumpe2fs shows no %q (%v):\n%s", tc.growTo, tc.want, err, out)
+		}
+	}
 }
 
 func blockCount(t *testing.T, img string) int64 {
