@@ -27,7 +27,7 @@ var parts = []Partition{
 // sector for the same layout, CHS fields included.
 func TestSfdisk(t *testing.T) {
 	need(t, "sfdisk")
-	dir := t.TempDir()
+	dir := memDir(t)
 	ours, theirs := filepath.Join(dir, "ours.img"), filepath.Join(dir, "theirs.img")
 	for _, p := range []string{ours, theirs} {
 		if err := os.WriteFile(p, nil, 0o644); err != nil {
@@ -90,6 +90,18 @@ func TestSfdisk(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Errorf("our table differs from sfdisk's:\nours   %x\nsfdisk %x", a[440:], b[440:])
 	}
+}
+
+// memDir is a temporary directory in memory where there is one: sfdisk
+// fsyncs what it writes, which on a disk waits for everything else the
+// tests have written.
+func memDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("/dev/shm", "mbr-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func sector(t *testing.T, p string) []byte {
