@@ -13,10 +13,9 @@
 // resize_inode with reserved GDT blocks for 1024× online growth), so that
 // e2fsck, the Linux kernel and resize2fs treat it as any other ext4.
 //
-// Directories are written linear (no htree index). The kernel reads them
-// correctly and adds an index itself to a directory that grows past one
-// block after boot; lookups in a large linear directory scan it, which
-// the dentry cache hides after the first boot.
+// A directory that fits in one block is written linear; a larger one as
+// an htree indexed by the half-MD4 hash of its names with Options.HashSeed
+// (two levels from about 500 leaf blocks), as the kernel builds them.
 package ext4
 
 import (
@@ -153,7 +152,8 @@ type node struct {
 	runs     []run
 	leaves   []uint64 // extent tree leaf blocks
 	xattrs   []xattr
-	synth    bool // made up here: root or lost+found not in the entries
+	synth    bool   // made up here: root or lost+found not in the entries
+	htree    *htree // a directory's index, if it has one
 	hardlink *node
 }
 

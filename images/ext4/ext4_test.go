@@ -166,6 +166,24 @@ func TestSyntheticTree(t *testing.T) {
 	checkMounted(t, img, es)
 }
 
+// TestHtreeTwoLevels: a directory of more leaf blocks than the htree
+// root indexes gets a second level of index blocks. The loop mount then
+// looks every name up through the kernel's own hash.
+func TestHtreeTwoLevels(t *testing.T) {
+	es := []Entry{{Path: "/d", Type: Dir, Mode: 0o755, MTime: t0}}
+	for i := range 20000 {
+		es = append(es, Entry{Path: fmt.Sprintf("/d/%05d-%s", i, strings.Repeat("n", 94)), Type: Regular, Mode: 0o644, MTime: t0})
+	}
+	img := writeImage(t, es, opts(64<<20))
+	fsck(t, img)
+	out, err := exec.Command("debugfs", "-R", "htree_dump /d", img).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("Indirect levels: 1")) {
+		t.Fatalf("debugfs htree_dump /d: want two levels (%v):\n%.500s", err, out)
+	}
+	checkDebugfs(t, img, es)
+	checkMounted(t, img, es)
+}
+
 // TestKernelWrites: the kernel takes the bitmaps and counts as written
 // and keeps the file system consistent when it allocates, frees and
 // turns a directory into an htree on top of them.
@@ -376,7 +394,7 @@ func checkDebugfs(t *testing.T, img string, es []Entry) {
 			fmt.Fprintf(&cmds, "ls -p %q\n", e.Path)
 		}
 	}
-	cmds.WriteString("ls -p /\n")
+	cmds.WriteString("ls -p \"/\"\n") // the root, listed or not
 	for _, e := range es {
 		if e.Type == CharDev || e.Type == BlockDev {
 			fmt.Fprintf(&cmds, "stat %q\n", e.Path)

@@ -203,7 +203,11 @@ func (p *plan) inode(b []byte, n *node) map[uint64][]byte {
 	ib := b[0x28 : 0x28+60]
 	switch e.Type {
 	case Regular, Dir:
-		le.PutUint32(b[0x20:], flagExtents)
+		flags := uint32(flagExtents)
+		if n.htree != nil {
+			flags |= flagIndex
+		}
+		le.PutUint32(b[0x20:], flags)
 		size := uint64(e.Size)
 		if e.Type == Dir {
 			size = n.blocks * BlockSize

@@ -275,14 +275,14 @@ func newPlan(entries []Entry, opts Options) (*plan, error) {
 func (p *plan) needed() int64 {
 	var blocks uint64
 	for _, n := range p.nodes {
-		blocks += dataBlocks(n)
+		blocks += p.dataBlocks(n)
 	}
 	meta := uint64(p.geo.groups)*(2+uint64(p.geo.itableBlocks)) + uint64(p.geo.journalBlocks) + 1 + uint64(p.geo.descBlocks+p.geo.reservedGDT)*4
 	return int64((blocks+meta)*BlockSize) * 21 / 20
 }
 
 // dataBlocks is how many blocks a node's content takes.
-func dataBlocks(n *node) uint64 {
+func (p *plan) dataBlocks(n *node) uint64 {
 	switch n.e.Type {
 	case Regular:
 		return ceilDiv(uint64(n.e.Size), BlockSize)
@@ -294,7 +294,7 @@ func dataBlocks(n *node) uint64 {
 		if n.ino == firstIno && n.synth {
 			return 4 // as mke2fs: room for e2fsck to link orphans into
 		}
-		return dirBlocks(n)
+		return p.dirBlocks(n)
 	}
 	return 0
 }
@@ -361,7 +361,7 @@ func (p *plan) allocate() error {
 }
 
 func (p *plan) allocNode(n *node) error {
-	n.blocks = dataBlocks(n)
+	n.blocks = p.dataBlocks(n)
 	if n.blocks == 0 {
 		return nil
 	}
