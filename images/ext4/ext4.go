@@ -73,7 +73,7 @@ type Entry struct {
 	Mode  fs.FileMode // permission bits, with fs.ModeSetuid, ModeSetgid, ModeSticky
 	UID   uint32
 	GID   uint32
-	MTime time.Time // used for mtime, ctime, atime and crtime
+	MTime time.Time // used for mtime, ctime, atime and crtime; zero means Options.Time
 
 	// Size and Open give a regular file's content. Open is called once,
 	// during Write, and must yield exactly Size bytes.

@@ -198,7 +198,11 @@ func (p *plan) extentTree(ib []byte, n *node) map[uint64][]byte {
 // to be written with the metadata.
 func (p *plan) inode(b []byte, n *node) map[uint64][]byte {
 	e := n.e
-	inodeBase(b, unixMode(n), e.UID, e.GID, e.MTime, n.nlink)
+	t := e.MTime
+	if t.IsZero() {
+		t = p.opts.Time
+	}
+	inodeBase(b, unixMode(n), e.UID, e.GID, t, n.nlink)
 	var leaves map[uint64][]byte
 	ib := b[0x28 : 0x28+60]
 	switch e.Type {

@@ -28,8 +28,10 @@ import (
 type Entry struct {
 	// Path is absolute and clean ("/overlays/vc4-kms-v3d.dtbo"); a
 	// directory comes before anything in it.
-	Path  string
-	Dir   bool
+	Path string
+	Dir  bool
+	// MTime is stored in UTC, rounded down to even seconds; "/" may be
+	// given to set the volume label's time.
 	MTime time.Time
 	// Size and Open give a file's content; Open is called once, during
 	// Write, and must yield exactly Size bytes (under 4 GiB).
