@@ -263,7 +263,10 @@ func collect(entries []Entry, t time.Time) ([]*node, error) {
 		} else {
 			n.nlink = 1
 			n.ftype = fileType(e.Type)
-			if e.Path == "/lost+found" && e.Type == Dir {
+			if e.Path == "/lost+found" {
+				if e.Type != Dir {
+					return nil, fmt.Errorf("ext4: /lost+found is a %v; e2fsck needs it to be a directory", e.Type)
+				}
 				n.ino = firstIno
 				lpf = n
 			} else {

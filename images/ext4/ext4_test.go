@@ -346,6 +346,7 @@ func TestErrors(t *testing.T) {
 		{"too small", nil, opts(4 << 20), "too small"},
 		{"does not fit", []Entry{{Path: "/a", Type: Regular, Size: 100 << 20, Open: content(1, 100<<20)}}, opts(64 << 20), "give a bigger Size"},
 		{"label", nil, Options{Size: 64 << 20, Label: "a label of 17 byt"}, "longer than 16 bytes"},
+		{"lost+found", []Entry{f("/lost+found")}, opts(64 << 20), "/lost+found is a regular file; e2fsck needs it to be a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Write(discard{}, tc.entries, tc.opts)

@@ -60,6 +60,8 @@ const (
 	reservedSectors = 32
 	numFATs         = 2
 	minClusters     = 65525 // fewer, and it is FAT16 by definition
+	maxClusters     = 0x0FFFFFF5 - 2
+	maxDirEntries   = 65536 // the most a FAT directory may hold
 	rootCluster     = 2
 	entrySize       = 32
 	fatEOC          = 0x0FFFFFFF
@@ -107,6 +109,9 @@ func newGeometry(size int64) (*geometry, error) {
 	if size/sectorSize > 1<<32-1 {
 		return nil, fmt.Errorf("fat: Size %d is too big for this writer", size)
 	}
+	if size < 0 {
+		size = 0
+	}
 	for spc := uint32(8); spc >= 1; spc /= 2 {
 		g := &geometry{sectors: uint32(size / sectorSize), perCluster: spc, reserved: reservedSectors}
 		fat := uint32(1)
@@ -125,6 +130,9 @@ func newGeometry(size int64) (*geometry, error) {
 		g.reserved += (8 - (g.reserved+numFATs*fat)%8) % 8
 		if g.sectors > g.reserved+numFATs*fat {
 			g.clusters = (g.sectors - g.reserved - numFATs*fat) / spc
+		}
+		if g.clusters > maxClusters {
+			return nil, fmt.Errorf("fat: Size %d has too many clusters for FAT32; give at most 1 TiB", size)
 		}
 		if g.clusters >= minClusters+16 {
 			return g, nil
@@ -167,6 +175,9 @@ func Write(w io.WriterAt, entries []Entry, opts Options) error {
 	}
 	for _, n := range nodes {
 		if n.e.Dir {
+			if b := dirBytes(n, label != noLabel); b > maxDirEntries*entrySize {
+				return fmt.Errorf("fat: %s has more entries than FAT's %d (long names take several); split it", n.e.Path, maxDirEntries)
+			}
 			if err := alloc(n, dirBytes(n, label != noLabel)); err != nil {
 				return err
 			}

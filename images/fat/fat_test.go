@@ -261,6 +261,7 @@ func TestErrors(t *testing.T) {
 		{"parent", []Entry{f("/a/b")}, testOptions, "its directory /a is not listed"},
 		{"too big", []Entry{{Path: "/a", Size: 1 << 32}}, testOptions, "outside FAT's 0 to 4 GiB-1"},
 		{"too small", nil, Options{Size: 30 << 20}, "too small for FAT32"},
+		{"negative", nil, Options{Size: -1}, "too small for FAT32"},
 		{"label", nil, Options{Size: 64 << 20, Label: "boot:fs"}, "is not allowed"},
 		{"full", []Entry{{Path: "/a", Size: 40 << 20, Open: content(1, 40<<20)}}, Options{Size: 36 << 20}, "do not fit"},
 	} {
