@@ -14,7 +14,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -35,7 +38,7 @@ type Range struct {
 }
 
 // Ranges returns f's mapped blocks: the file's data extents widened to
-// whole blocks and merged.
+// whole blocks, merged, and cut into ranges of at most 16 MiB.
 func Ranges(f *os.File) ([]Range, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -63,18 +66,42 @@ func Ranges(f *os.File) ([]Range, int64, error) {
 		}
 		off = end
 	}
-	buf := make([]byte, 1<<20)
-	for i := range out {
-		r := &out[i]
-		h := sha256.New()
-		from, to := r.First*BlockSize, min((r.Last+1)*BlockSize, size)
-		if _, err := io.CopyBuffer(h, io.NewSectionReader(f, from, to-from), buf); err != nil {
-			return nil, 0, fmt.Errorf("bmap: %s: %w", f.Name(), err)
+	// Ranges of at most maxRange blocks, hashed in parallel: the format
+	// allows any split, bmaptool checks each range on its own, and an
+	// image is mostly one long run that one core would hash alone.
+	var split []Range
+	for _, r := range out {
+		for first := r.First; first <= r.Last; first += maxRange {
+			split = append(split, Range{First: first, Last: min(first+maxRange-1, r.Last)})
 		}
-		h.Sum(r.SHA256[:0])
 	}
-	return out, size, nil
+	var (
+		wg      sync.WaitGroup
+		next    atomic.Int64
+		errOnce sync.Once
+		hashErr error
+	)
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			buf := make([]byte, 1<<20)
+			for i := int(next.Add(1) - 1); i < len(split); i = int(next.Add(1) - 1) {
+				r := &split[i]
+				h := sha256.New()
+				from, to := r.First*BlockSize, min((r.Last+1)*BlockSize, size)
+				if _, err := io.CopyBuffer(h, io.NewSectionReader(f, from, to-from), buf); err != nil {
+					errOnce.Do(func() { hashErr = fmt.Errorf("bmap: %s: %w", f.Name(), err) })
+					return
+				}
+				h.Sum(r.SHA256[:0])
+			}
+		})
+	}
+	wg.Wait()
+	return split, size, hashErr
 }
+
+// maxRange is the longest range written: 16 MiB.
+const maxRange = 4096
 
 // Write writes the bmap of image f to w.
 func Write(w io.Writer, f *os.File) error {

@@ -71,12 +71,32 @@ func TestSameAsBmaptool(t *testing.T) {
 	}
 }
 
-// TestCopy: bmaptool copy with our bmap gives back the image.
+// TestCopy: bmaptool copy with our bmap gives back the image, here one
+// of 40 MiB of data cut into ranges of 16 MiB.
 func TestCopy(t *testing.T) {
 	if _, err := exec.LookPath("bmaptool"); err != nil {
 		t.Fatalf("bmaptool is needed (scripts/deps installs it): %v", err)
 	}
 	img := sparse(t)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 40<<20)
+	for i := range big {
+		big[i] = byte(i * 7 / 4093)
+	}
+	if _, err := f.WriteAt(big, 20<<20); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := Ranges(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r) != 6 || r[3].First != 5120 || r[3].Last != 5120+maxRange-1 {
+		t.Fatalf("ranges %v; want the 40 MiB run cut at 16 MiB", r)
+	}
 	Copy(t, img)
 }
 
