@@ -311,6 +311,55 @@ func TestGrowTo(t *testing.T) {
 	}
 }
 
+// TestLikeMke2fs: for the same size, the file system has mke2fs's
+// geometry and features, and its resize inode maps the reserved GDT
+// blocks and their backups exactly as mke2fs's does: the structure the
+// kernel's online resize reads (it cannot run in every container; see
+// TestGrow).
+func TestLikeMke2fs(t *testing.T) {
+	need(t, "mke2fs", "dumpe2fs", "debugfs")
+	const size = 600 << 20
+	ours := writeImage(t, nil, opts(size))
+	theirs := filepath.Join(t.TempDir(), "mke2fs.img")
+	if err := os.WriteFile(theirs, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^orphan_file", theirs, fmt.Sprint(size>>10)+"k").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	header := func(img string) map[string]string {
+		out, err := exec.Command("dumpe2fs", "-h", img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dumpe2fs: %v\n%s", err, out)
+		}
+		m := map[string]string{}
+		for _, l := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				m[k] = strings.TrimSpace(v)
+			}
+		}
+		return m
+	}
+	a, b := header(ours), header(theirs)
+	for _, k := range []string{"Filesystem features", "Inode count", "Block count", "Reserved GDT blocks", "Blocks per group", "Inodes per group", "Inode size", "Flex block group size", "Total journal size", "Default mount options", "Required extra isize"} {
+		if a[k] == "" || a[k] != b[k] {
+			t.Errorf("%s: %q; mke2fs makes %q", k, a[k], b[k])
+		}
+	}
+	resizeMap := func(img string) string {
+		out, err := exec.Command("debugfs", "-R", "stat <7>", img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("debugfs: %v\n%s", err, out)
+		}
+		_, blocks, _ := strings.Cut(string(out), "BLOCKS:")
+		// Where the double indirect block itself sits is free to differ.
+		return regexp.MustCompile(`\(DIND\):\d+`).ReplaceAllString(blocks, "(DIND)")
+	}
+	if a, b := resizeMap(ours), resizeMap(theirs); !strings.Contains(a, "(IND)") || a != b {
+		t.Errorf("resize inode maps\n%.300s\nmke2fs's maps\n%.300s", a, b)
+	}
+}
+
 func blockCount(t *testing.T, img string) int64 {
 	t.Helper()
 	out, err := exec.Command("dumpe2fs", "-h", img).CombinedOutput()
