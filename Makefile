@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build demo test unit fuzz lint deps bench bench-ingest reproducible-ingest clean
+.PHONY: all build demo test unit fuzz lint deps bench bench-ingest bench-disk reproducible-ingest clean
 
 all: build
 
@@ -50,6 +50,11 @@ bench:
 # and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.
 bench-ingest:
 	$(GO) run ./ingest/internal/benchingest $(BENCH_INGEST_FLAGS)
+
+# images/ext4 against mke2fs -d on a 420 MB sample of the host's /usr
+# (copied once into /var/tmp/appliance-diskbench): time, MB/s, peak RSS.
+bench-disk:
+	$(GO) run ./images/internal/diskbench
 
 clean:
 	rm -rf bin
