@@ -88,9 +88,10 @@ func (m *InfluxDB) Contribute() Contribution {
 			{Path: "/var/lib/influxdb", Mode: 0o750, Owner: "influxdb", Group: "influxdb"},
 			{Path: influxSecrets, Mode: 0o700, Owner: "root", Group: "root"},
 		},
-		Units:   []string{"influxdb.service", "appliance-influxdb-setup.service"},
-		Certs:   []pki.Request{serverRequest("influxdb", s)},
-		Secrets: []state.SecretWant{{Name: InfluxAdminPassword, Kind: state.Password}},
+		Units:    []string{"influxdb.service", "appliance-influxdb-setup.service"},
+		Certs:    []pki.Request{serverRequest("influxdb", s)},
+		Secrets:  []state.SecretWant{{Name: InfluxAdminPassword, Kind: state.Password}},
+		Programs: []Program{{Package: "github.com/appliance/appliance/cmd/appliance-setup", Path: "/usr/bin/appliance-setup"}},
 		Checks: []Check{
 			{Name: "influxdb running", Kind: "unit", Unit: "influxdb.service"},
 			{Name: "influxdb set up", Kind: "unit", Unit: "appliance-influxdb-setup.service"},

@@ -212,6 +212,17 @@ type Contribution struct {
 	Checks    []Check            `json:"checks"`
 	Certs     []pki.Request      `json:"certificates"`
 	Secrets   []state.SecretWant `json:"secrets"`
+	// Programs are appliance's own Go programs the module runs, built
+	// for the gateway from the same source as appliance.
+	Programs []Program `json:"programs,omitempty"`
+}
+
+// Program is one of appliance's Go programs, built for the gateway.
+type Program struct {
+	// Package is its import path.
+	Package string `json:"package"`
+	// Path is where it goes on the gateway.
+	Path string `json:"path"`
 }
 
 // Set is the merged contributions of every module a site uses.
@@ -393,6 +404,21 @@ func (s *Set) Groups() []Group {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].GID < out[j].GID })
+	return out
+}
+
+// Programs are every module's own programs, each once.
+func (s *Set) Programs() []Program {
+	seen := map[string]bool{}
+	var out []Program
+	for _, c := range s.Contributions {
+		for _, p := range c.Programs {
+			if !seen[p.Path] {
+				seen[p.Path] = true
+				out = append(out, p)
+			}
+		}
+	}
 	return out
 }
 

@@ -39,7 +39,7 @@ func (m *Mosquitto) Contribute() Contribution {
 		"Port": s.MQTT.Port, "LocalPort": s.MQTT.LocalPlainPort,
 		// The packet carries the topic and properties beside the payload.
 		"MaxPacketSize": s.MQTT.MaxMessageSize + 1024,
-		"MaxQueued":     s.MQTT.MaxQueuedMessages, "MaxInflight": s.MQTT.MaxInflightMessages,
+		"MaxQueued":     s.MQTT.MaxQueuedMessages, "MaxQueuedBytes": s.MQTT.MaxQueuedBytes, "MaxInflight": s.MQTT.MaxInflightMessages,
 		"Ciphers": tlsCiphers,
 	}
 	c := Contribution{

@@ -16,12 +16,15 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/pki"
+	"github.com/appliance/appliance/spec"
 )
 
 // TB is what the helpers need of a test or benchmark; the benchmark
@@ -283,52 +286,41 @@ type Broker struct {
 	Dir  string
 }
 
-// MosquittoConfig is the broker configuration the tests use; it mirrors
-// what the mosquitto module renders: mutual TLS only, the certificate's
-// CN as user name, each node writing only under sensors/NAME/, and user
-// ingest reading sensors/#.
-func MosquittoConfig(dir string, port int, p *PKI) string {
-	certFile, keyFile := p.certs["mosquitto"][0], p.certs["mosquitto"][1]
-	var runAs string
+// MosquittoConfig is the mosquitto module's configuration and ACL for a
+// site whose broker listens on port, with its paths moved into dir and
+// the test's certificates: the tests run the broker the gateway runs.
+func MosquittoConfig(dir string, port int, p *PKI) (conf, acl string, err error) {
+	src := fmt.Sprintf("site \"ingest-test\" {}\ngateway \"gw\" {\n  board = \"qemu-arm64\"\n  hostname = \"localhost\"\n}\nmqtt {\n  port = %d\n}\n", port)
+	site, rep := spec.LoadSources([]string{"site.hcl"}, [][]byte{[]byte(src)}, dir, spec.Options{Environ: []string{}})
+	if rep.HasErrors() {
+		return "", "", fmt.Errorf("test site: %v", rep.Diagnostics)
+	}
+	set, err := modules.Collect(site)
+	if err != nil {
+		return "", "", err
+	}
+	m := set.Lookup("mosquitto")
+	runAs := "user mosquitto"
 	if os.Geteuid() == 0 {
-		// mosquitto drops root for user mosquitto, who cannot read
-		// the test's temporary folders; stay who we are.
+		// mosquitto drops root for user mosquitto, who cannot read the
+		// test's temporary folders; stay who we are.
 		if u, err := user.Current(); err == nil {
-			runAs = "user " + u.Username + "\n"
+			runAs = "user " + u.Username
 		}
 	}
-	return fmt.Sprintf(`%sper_listener_settings false
-allow_anonymous false
-persistence true
-persistence_location %s/
-autosave_interval 60
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-connection_messages true
-# The broker holds ingest's readings while ingest is away: no small cap.
-max_queued_messages 0
-max_queued_bytes 0
-max_inflight_messages 0
-acl_file %s/acl
-
-listener %d 127.0.0.1
-cafile %s
-certfile %s
-keyfile %s
-require_certificate true
-use_identity_as_username true
-tls_version tlsv1.2
-`, runAs, dir, dir, port, p.CAFile, certFile, keyFile)
+	certFile, keyFile := p.certs["mosquitto"][0], p.certs["mosquitto"][1]
+	conf = strings.NewReplacer(
+		"user mosquitto", runAs,
+		"/var/lib/mosquitto/", dir+"/",
+		"/etc/mosquitto/appliance.acl", dir+"/acl",
+		"/etc/mosquitto/certs/ca.crt", p.CAFile,
+		"/etc/mosquitto/certs/server.crt", certFile,
+		"/etc/mosquitto/certs/server.key", keyFile,
+		// The test's CA has no CRL; the module's tests check revocation.
+		"crlfile /etc/mosquitto/certs/crl.pem\n", "",
+	).Replace(string(m.File("/etc/mosquitto/mosquitto.conf").Content))
+	return conf, string(m.File("/etc/mosquitto/appliance.acl").Content), nil
 }
-
-// ACL lets each node write its own topics and ingest read them all.
-const ACL = `user ingest
-topic read sensors/#
-
-pattern write sensors/%u/#
-`
 
 // StartMosquitto starts a broker with persistence in its own folder.
 func StartMosquitto(t TB, p *PKI) *Broker {
@@ -337,10 +329,14 @@ func StartMosquitto(t TB, p *PKI) *Broker {
 	dir := t.TempDir()
 	port := FreePort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte(MosquittoConfig(dir, port, p)), 0o600); err != nil {
+	text, acl, err := MosquittoConfig(dir, port, p)
+	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "acl"), []byte(ACL), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "acl"), []byte(acl), 0o600); err != nil {
 		t.Fatalf("%v", err)
 	}
 	b := &Broker{Proc: newProc(t, "mosquitto", filepath.Join(dir, "mosquitto.log"), "-c", conf), Port: port, Dir: dir}
