@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build demo test unit fuzz lint deps bench bench-rootfs clean
+.PHONY: all build demo test unit fuzz lint deps bench bench-ingest bench-disk bench-rootfs reproducible-ingest clean
 
 all: build
 
@@ -20,7 +20,7 @@ demo: build
 	bin/appliance validate examples/demo.hcl
 	bin/appliance plan examples/demo.hcl
 
-test: deps lint unit fuzz
+test: deps lint unit fuzz reproducible-ingest
 
 deps:
 	scripts/deps
@@ -31,6 +31,11 @@ unit:
 # A short run of each fuzz target on top of its seed corpus.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./spec
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./ingest/wire
+
+# The gateway's ingest binary (linux/arm64) must build byte-identically.
+reproducible-ingest:
+	scripts/reproducible-ingest
 
 lint:
 	@unformatted=$$(gofmt -l .); \
@@ -47,6 +52,16 @@ bench:
 bench-rootfs: deps
 	$(GO) build -o bin/bench-rootfs ./cmd/bench-rootfs
 	bin/bench-rootfs
+
+# Ingest against mosquitto_sub on the same stream, through real mosquitto
+# and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.
+bench-ingest:
+	$(GO) run ./ingest/internal/benchingest $(BENCH_INGEST_FLAGS)
+
+# images/ext4 against mke2fs -d on a 420 MB sample of the host's /usr
+# (copied once into /var/tmp/appliance-diskbench): time, MB/s, peak RSS.
+bench-disk:
+	$(GO) run ./images/internal/diskbench
 
 clean:
 	rm -rf bin

@@ -243,6 +243,16 @@ func (p *planView) writeText(w io.Writer) {
 		for _, l := range c.Listeners {
 			fmt.Fprintf(tw, "  \t  %d/%s %s: %s\n", l.Port, l.Proto, l.Bind, l.Purpose)
 		}
+		var what []string
+		if n := len(c.Files); n > 0 {
+			what = append(what, fmt.Sprintf("%d %s", n, plural(n, "file", "files")))
+		}
+		if len(c.Units) > 0 {
+			what = append(what, "units "+strings.Join(c.Units, " "))
+		}
+		if len(what) > 0 {
+			fmt.Fprintf(tw, "  \t  %s\n", strings.Join(what, "; "))
+		}
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

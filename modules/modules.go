@@ -1,23 +1,34 @@
 // Package modules holds one module per gateway service — mosquitto,
 // nginx, influxdb, grafana, firewall, ssh, system, ingest — and their
 // registry. A module reads its part of a site and returns a
-// Contribution: packages, listeners, firewall openings, and the
-// certificates and secrets it needs from the state. Modules produce data
-// only; they never write images or open connections.
+// Contribution: packages, files rendered from the spec, users and
+// groups, systemd units, drop-ins and symlinks, listeners, firewall
+// openings, health checks, and the certificates and secrets it needs
+// from the state.
+//
+// Modules produce data only: they never write images or open
+// connections, and they never see a secret's value. A file that holds
+// key material names the state file it comes from (File.FromState), and
+// configs refer to such files by path; images and push put the bytes in.
 package modules
 
 import (
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"path"
 	"sort"
 	"strings"
 
 	"github.com/appliance/appliance/pki"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
+	"github.com/hashicorp/hcl/v2"
 )
 
-// Module is one gateway service.
+// Module is one gateway service. Modules may also implement Provisioner
+// and Validator; the lifecycle is Decode, Provision, Validate,
+// Contribute, as in Caddy.
 type Module interface {
 	// ID names the module, e.g. "mosquitto".
 	ID() string
@@ -27,6 +38,32 @@ type Module interface {
 	// Contribute returns what the module adds to the gateway.
 	Contribute() Contribution
 }
+
+// Provisioner is a module that needs to know about the others before it
+// can contribute (Nginx proxies Grafana only when Grafana is on).
+type Provisioner interface {
+	Provision(ctx *Context) error
+}
+
+// Validator is a module with checks of its own beyond the spec's.
+type Validator interface {
+	Validate() error
+}
+
+// Completer is a module whose contribution depends on the others': the
+// firewall opens exactly the ports the other modules ask it to.
+type Completer interface {
+	Complete(own *Contribution, all []Contribution)
+}
+
+// Context is what Provision sees: the site and which modules are on.
+type Context struct {
+	Site    *spec.Site
+	enabled map[string]bool
+}
+
+// Enabled reports whether the site uses the module with this ID.
+func (c *Context) Enabled(id string) bool { return c.enabled[id] }
 
 // Info registers a module: New makes a fresh instance for each site.
 type Info struct {
@@ -70,7 +107,8 @@ type Listener struct {
 	Bind    Bind   `json:"bind"`
 	Purpose string `json:"purpose"`
 	// Setting is the spec setting that chose the port, for messages.
-	Setting string `json:"setting,omitempty"`
+	Setting string    `json:"setting,omitempty"`
+	Range   hcl.Range `json:"-"`
 }
 
 // Opening lets traffic from some networks through the firewall to a
@@ -84,16 +122,107 @@ type Opening struct {
 	Purpose   string `json:"purpose"`
 }
 
+// File is a file the module puts on the gateway.
+type File struct {
+	Path  string      `json:"path"`
+	Mode  fs.FileMode `json:"mode"`
+	Owner string      `json:"owner"`
+	Group string      `json:"group"`
+	// Content is the rendered file; empty when From is set.
+	Content []byte `json:"-"`
+	// From names where the file's bytes come from when the module cannot
+	// hold them: "state:pki/issued/mosquitto.key" (a file of the site's
+	// state), "keyring:debian-archive" (a shipped archive key) or
+	// "host:/path" (a file the spec names on the machine running
+	// appliance).
+	From string `json:"from,omitempty"`
+	// Expand marks Content that holds placeholders, @@state:PATH@@, to be
+	// replaced by the (trimmed) content of that state file when the file
+	// is installed: a config that must hold a secret inline.
+	Expand bool `json:"expand,omitempty"`
+	// Sensitive files hold a secret (a key, a password, a Wi-Fi
+	// passphrase): they are never shown in plans or diffs.
+	Sensitive bool `json:"sensitive,omitempty"`
+	// Range is the spec block the file follows from, for messages.
+	Range hcl.Range `json:"-"`
+}
+
+// Dir is a folder the module needs with a given owner and mode.
+type Dir struct {
+	Path  string      `json:"path"`
+	Mode  fs.FileMode `json:"mode"`
+	Owner string      `json:"owner"`
+	Group string      `json:"group"`
+}
+
+// Symlink is a symbolic link: /etc/localtime, or a unit enabled in a
+// target's .wants folder.
+type Symlink struct {
+	Path   string `json:"path"`
+	Target string `json:"target"`
+}
+
+// User is an account the module needs. System accounts get fixed IDs so
+// that files in the image can be owned by them before the packages that
+// would create them are configured on first boot.
+type User struct {
+	Name    string   `json:"name"`
+	UID     int      `json:"uid"`
+	Group   string   `json:"group"`
+	Home    string   `json:"home"`
+	Shell   string   `json:"shell"`
+	Groups  []string `json:"groups,omitempty"`
+	Comment string   `json:"comment,omitempty"`
+}
+
+// Group is a group the module needs, with a fixed ID.
+type Group struct {
+	Name string `json:"name"`
+	GID  int    `json:"gid"`
+}
+
+// Check is a health check: push, vm and the boot test run them to tell
+// whether the gateway works.
+type Check struct {
+	Name string `json:"name"`
+	// Kind is "unit" (the unit is active), "tcp" (the port accepts a
+	// connection on loopback) or "tls" (a TLS handshake on loopback
+	// verifies against the site CA, as ServerName, presenting the
+	// ClientCert certificate of the state when set).
+	Kind       string `json:"kind"`
+	Unit       string `json:"unit,omitempty"`
+	Port       int    `json:"port,omitempty"`
+	ServerName string `json:"server_name,omitempty"`
+	ClientCert string `json:"client_cert,omitempty"`
+}
+
 // Contribution is what one module adds to the gateway.
 type Contribution struct {
 	Module    string             `json:"module"`
 	Summary   string             `json:"summary"`
 	Packages  []string           `json:"packages"`
+	Users     []User             `json:"users,omitempty"`
+	Groups    []Group            `json:"groups,omitempty"`
+	Dirs      []Dir              `json:"dirs,omitempty"`
+	Files     []File             `json:"files"`
+	Symlinks  []Symlink          `json:"symlinks,omitempty"`
 	Units     []string           `json:"units"`
 	Listeners []Listener         `json:"listeners"`
 	Openings  []Opening          `json:"openings"`
+	Checks    []Check            `json:"checks"`
 	Certs     []pki.Request      `json:"certificates"`
 	Secrets   []state.SecretWant `json:"secrets"`
+	// Programs are appliance's own Go programs the module runs, built
+	// for the gateway from the same source as appliance.
+	Programs []Program `json:"programs,omitempty"`
+}
+
+// Program is one of appliance's Go programs, built for the gateway.
+type Program struct {
+	// Package is its import path.
+	Package string `json:"package"`
+	// Path is where it goes on the gateway.
+	Path string `json:"path"`
 }
 
 // Set is the merged contributions of every module a site uses.
@@ -101,46 +230,128 @@ type Set struct {
 	Contributions []Contribution
 }
 
-// Collect runs every registered module on the site and merges their
-// contributions, refusing two modules that claim one port.
+// Collect runs every registered module on the site through its
+// lifecycle and merges their contributions, refusing two modules that
+// claim one port, one path, one user or one group.
 func Collect(s *spec.Site) (*Set, error) {
-	set := &Set{}
+	var mods []Module
+	ctx := &Context{Site: s, enabled: map[string]bool{}}
 	for _, id := range IDs() {
 		m := registry[id].New()
-		if !m.Decode(s) {
-			continue
+		if m.Decode(s) {
+			mods = append(mods, m)
+			ctx.enabled[id] = true
+		}
+	}
+	set := &Set{}
+	for _, m := range mods {
+		if p, ok := m.(Provisioner); ok {
+			if err := p.Provision(ctx); err != nil {
+				return nil, fmt.Errorf("%s: %w", m.ID(), err)
+			}
+		}
+		if v, ok := m.(Validator); ok {
+			if err := v.Validate(); err != nil {
+				return nil, fmt.Errorf("%s: %w", m.ID(), err)
+			}
 		}
 		c := m.Contribute()
-		c.Module = id
+		c.Module = m.ID()
 		set.Contributions = append(set.Contributions, c)
 	}
-	type claim struct{ module, purpose string }
-	ports := map[string]claim{}
-	for _, c := range set.Contributions {
-		for _, l := range c.Listeners {
-			key := fmt.Sprintf("%d/%s", l.Port, l.Proto)
-			if prev, dup := ports[key]; dup {
-				return nil, fmt.Errorf("port %s is claimed by %s (%s) and by %s (%s); give one of them another port in the spec", key, prev.module, prev.purpose, c.Module, l.Purpose)
-			}
-			ports[key] = claim{c.Module, l.Purpose}
+	for i, m := range mods {
+		if c, ok := m.(Completer); ok {
+			c.Complete(&set.Contributions[i], set.Contributions)
 		}
+	}
+	if err := set.conflicts(); err != nil {
+		return nil, err
 	}
 	return set, nil
 }
 
-// Packages are every module's packages, sorted, each once.
-func (s *Set) Packages() []string {
-	seen := map[string]bool{}
-	var out []string
+// conflicts reports the first thing two modules both claim.
+func (s *Set) conflicts() error {
+	type claim struct {
+		module string
+		what   string
+		rng    hcl.Range
+	}
+	where := func(c claim) string {
+		if c.rng.Filename == "" {
+			return c.module
+		}
+		return fmt.Sprintf("%s (%s:%d:%d)", c.module, c.rng.Filename, c.rng.Start.Line, c.rng.Start.Column)
+	}
+	seen := map[string]claim{}
+	check := func(key string, c claim) error {
+		if prev, dup := seen[key]; dup {
+			return fmt.Errorf("%s is claimed by %s for %s and by %s for %s; change one of them in the spec", key, where(prev), prev.what, where(c), c.what)
+		}
+		seen[key] = c
+		return nil
+	}
 	for _, c := range s.Contributions {
-		for _, p := range c.Packages {
-			if !seen[p] {
-				seen[p] = true
-				out = append(out, p)
+		for _, l := range c.Listeners {
+			if err := check(fmt.Sprintf("port %d/%s", l.Port, l.Proto), claim{c.Module, l.Purpose, l.Range}); err != nil {
+				return err
+			}
+		}
+		for _, f := range c.Files {
+			if err := check("path "+f.Path, claim{c.Module, "a file", f.Range}); err != nil {
+				return err
+			}
+		}
+		for _, l := range c.Symlinks {
+			if err := check("path "+l.Path, claim{c.Module, "a link", hcl.Range{}}); err != nil {
+				return err
 			}
 		}
 	}
-	sort.Strings(out)
+	// Users and groups may be declared by several modules alike (the
+	// admin is in several), but never two ways.
+	users, groups := map[string]User{}, map[string]Group{}
+	uids, gids := map[int]string{}, map[int]string{}
+	for _, c := range s.Contributions {
+		for _, u := range c.Users {
+			if prev, ok := users[u.Name]; ok && fmt.Sprint(prev) != fmt.Sprint(u) {
+				return fmt.Errorf("user %s is declared differently by two modules (%s)", u.Name, c.Module)
+			}
+			if prev, ok := uids[u.UID]; ok && prev != u.Name {
+				return fmt.Errorf("UID %d is given to both %s and %s", u.UID, prev, u.Name)
+			}
+			users[u.Name], uids[u.UID] = u, u.Name
+		}
+		for _, g := range c.Groups {
+			if prev, ok := groups[g.Name]; ok && prev != g {
+				return fmt.Errorf("group %s is declared differently by two modules (%s)", g.Name, c.Module)
+			}
+			if prev, ok := gids[g.GID]; ok && prev != g.Name {
+				return fmt.Errorf("GID %d is given to both %s and %s", g.GID, prev, g.Name)
+			}
+			groups[g.Name], gids[g.GID] = g, g.Name
+		}
+	}
+	return nil
+}
+
+// Packages are every module's packages, sorted, each once.
+func (s *Set) Packages() []string {
+	var out []string
+	for _, c := range s.Contributions {
+		out = append(out, c.Packages...)
+	}
+	return sortedUnique(out)
+}
+
+func sortedUnique(in []string) []string {
+	sort.Strings(in)
+	out := in[:0]
+	for i, x := range in {
+		if i == 0 || x != in[i-1] {
+			out = append(out, x)
+		}
+	}
 	return out
 }
 
@@ -151,6 +362,72 @@ func (s *Set) Openings() []Opening {
 		out = append(out, c.Openings...)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Port < out[j].Port })
+	return out
+}
+
+// Files are every module's files, by path.
+func (s *Set) Files() []File {
+	var out []File
+	for _, c := range s.Contributions {
+		out = append(out, c.Files...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Users are every account the modules need, by UID, each once.
+func (s *Set) Users() []User {
+	seen := map[string]bool{}
+	var out []User
+	for _, c := range s.Contributions {
+		for _, u := range c.Users {
+			if !seen[u.Name] {
+				seen[u.Name] = true
+				out = append(out, u)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
+	return out
+}
+
+// Groups are every group the modules need, by GID, each once.
+func (s *Set) Groups() []Group {
+	seen := map[string]bool{}
+	var out []Group
+	for _, c := range s.Contributions {
+		for _, g := range c.Groups {
+			if !seen[g.Name] {
+				seen[g.Name] = true
+				out = append(out, g)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GID < out[j].GID })
+	return out
+}
+
+// Programs are every module's own programs, each once.
+func (s *Set) Programs() []Program {
+	seen := map[string]bool{}
+	var out []Program
+	for _, c := range s.Contributions {
+		for _, p := range c.Programs {
+			if !seen[p.Path] {
+				seen[p.Path] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Checks are every module's health checks.
+func (s *Set) Checks() []Check {
+	var out []Check
+	for _, c := range s.Contributions {
+		out = append(out, c.Checks...)
+	}
 	return out
 }
 
@@ -188,6 +465,16 @@ func (s *Set) Lookup(id string) *Contribution {
 	return nil
 }
 
+// File returns the file at path, or nil.
+func (c *Contribution) File(p string) *File {
+	for i := range c.Files {
+		if c.Files[i].Path == p {
+			return &c.Files[i]
+		}
+	}
+	return nil
+}
+
 // serverRequest is the server certificate a module on the gateway needs:
 // valid for the hostname, its mDNS name, the address push and nodes use,
 // and loopback, where the gateway's own clients connect with hostname
@@ -205,4 +492,45 @@ func serverRequest(name string, s *spec.Site) pki.Request {
 	}
 	r.IPs = append(r.IPs, netip.MustParseAddr("127.0.0.1").AsSlice(), netip.IPv6Loopback().AsSlice())
 	return r
+}
+
+// Helpers for building files.
+
+func text(p string, mode fs.FileMode, owner, group string, content string, r hcl.Range) File {
+	return File{Path: p, Mode: mode, Owner: owner, Group: group, Content: []byte(content), Range: r}
+}
+
+// fromState installs a file of the state (a certificate, key or secret);
+// one that others may not read is sensitive.
+func fromState(p string, mode fs.FileMode, owner, group, stateFile string, r hcl.Range) File {
+	return File{Path: p, Mode: mode, Owner: owner, Group: group, From: "state:" + stateFile, Sensitive: mode&0o004 == 0, Range: r}
+}
+
+// secretRef is the placeholder for a state file's content in a config
+// that must hold a secret inline.
+func secretRef(stateFile string) string { return "@@state:" + stateFile + "@@" }
+
+// withSecrets is a config that holds secrets through placeholders.
+func withSecrets(p string, mode fs.FileMode, owner, group, content string, r hcl.Range) File {
+	return File{Path: p, Mode: mode, Owner: owner, Group: group, Content: []byte(content), Expand: true, Sensitive: true, Range: r}
+}
+
+// enable links a unit into a target's wants, as systemctl enable does.
+func enable(unit, target string) Symlink {
+	return Symlink{Path: path.Join("/etc/systemd/system", target+".wants", unit), Target: "/etc/systemd/system/" + unit}
+}
+
+// enableVendor enables a unit that a package ships in /usr/lib.
+func enableVendor(unit, target string) Symlink {
+	return Symlink{Path: path.Join("/etc/systemd/system", target+".wants", unit), Target: "/usr/lib/systemd/system/" + unit}
+}
+
+// header starts every rendered config file.
+func header(comment, site string) string {
+	return fmt.Sprintf("%s Written by appliance for site %s. Do not edit: the next build or push replaces it.\n", comment, site)
+}
+
+// headerLine is header without its newline, for templates.
+func headerLine(comment, site string) string {
+	return strings.TrimSuffix(header(comment, site), "\n")
 }

@@ -122,9 +122,12 @@ type MQTT struct {
 	Port int `json:"port"`
 	// LocalPlainPort is an optional unencrypted listener bound to
 	// localhost only; 0 means none.
-	LocalPlainPort      int   `json:"local_plain_port,omitempty"`
-	MaxMessageSize      int64 `json:"max_message_size"`
+	LocalPlainPort int   `json:"local_plain_port,omitempty"`
+	MaxMessageSize int64 `json:"max_message_size"`
+	// MaxQueuedMessages limits each client's queue by count (0: no
+	// limit); MaxQueuedBytes by size.
 	MaxQueuedMessages   int   `json:"max_queued_messages"`
+	MaxQueuedBytes      int64 `json:"max_queued_bytes"`
 	MaxInflightMessages int   `json:"max_inflight_messages"`
 	Persistence         bool  `json:"persistence"`
 	Where               Where `json:"-"`

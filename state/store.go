@@ -621,3 +621,32 @@ func Preview(dir string, w Wants, now func() time.Time) (*Result, error) {
 	defer s.Close()
 	return s.Ensure(w, true)
 }
+
+// ReadFile reads a file of the state by its path in the state folder,
+// such as "pki/issued/mosquitto.key", refusing a private file others can
+// read.
+func (s *Store) ReadFile(rel string) ([]byte, error) {
+	clean := filepath.Clean(rel)
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return nil, fmt.Errorf("%q is not a path inside the state", rel)
+	}
+	p := s.path(clean)
+	if private(clean) {
+		return readPrivate(p)
+	}
+	return os.ReadFile(p)
+}
+
+// private reports whether a state file holds a secret, by the layout
+// this package writes: whatever its mode now says.
+func private(rel string) bool {
+	switch {
+	case strings.HasPrefix(rel, "secrets/"), strings.HasSuffix(rel, ".key"):
+		return true
+	case strings.HasPrefix(rel, "ssh/"):
+		return !strings.HasSuffix(rel, ".pub")
+	case strings.HasPrefix(rel, "ota/"):
+		return !strings.HasSuffix(rel, publicSuffixed)
+	}
+	return false
+}

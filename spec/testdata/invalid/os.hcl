@@ -6,7 +6,7 @@ gateway "gw" {
 
 os {
   suite    = "bookworm"
-  packages = ["chrony", "Bad_Name"]
+  packages = ["chrony", "Bad_Name", "gcc"]
 
   source "debian" {
     url     = "ftp://deb.debian.org/debian"

@@ -6,7 +6,7 @@ gateway "gw" {
 
 mqtt {
   max_message_size    = "1TiB"
-  max_queued_messages = 0
+  max_queued_messages = -1
   local_plain_port    = 70000
 }
 

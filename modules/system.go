@@ -1,0 +1,254 @@
+package modules
+
+import (
+	"crypto/pbkdf2"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/appliance/appliance/spec"
+)
+
+func init() { Register(Info{"system", func() Module { return new(System) }}) }
+
+var _ Module = (*System)(nil)
+
+// System is the base system: names, time, locale, network, journal,
+// kernel hardening, automatic security updates, the admin account and
+// the apt sources.
+type System struct{ site *spec.Site }
+
+// Fixed IDs of the accounts the system module makes. Debian's base-passwd
+// fixes sudo (27) and adm (4).
+const (
+	adminUID = 1000
+	adminGID = 1000
+)
+
+// JournalMaxUse caps the persistent journal, so logs cannot fill an SD
+// card.
+const JournalMaxUse = "64M"
+
+// ID implements Module.
+func (*System) ID() string { return "system" }
+
+// Decode implements Module.
+func (m *System) Decode(s *spec.Site) bool { m.site = s; return true }
+
+// Contribute implements Module.
+func (m *System) Contribute() Contribution {
+	s := m.site
+	g := s.Gateway
+	r := g.Where.Block
+	c := Contribution{
+		Summary:  fmt.Sprintf("%s, %s, %s; admin %s (keys only); security updates", g.Hostname, g.Timezone, g.Locale, g.Admin.User),
+		Packages: []string{"ca-certificates", "sudo", "systemd-resolved", "unattended-upgrades", "apt-listchanges"},
+		Units:    []string{"systemd-networkd.service", "systemd-resolved.service", "unattended-upgrades.service"},
+		Files: []File{
+			text("/etc/hostname", 0o644, "root", "root", g.Hostname+"\n", g.Where.Attr("hostname")),
+			text("/etc/hosts", 0o644, "root", "root", fmt.Sprintf("127.0.0.1\tlocalhost\n127.0.1.1\t%s %s.local\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n", g.Hostname, g.Hostname), r),
+			text("/etc/timezone", 0o644, "root", "root", g.Timezone+"\n", g.Where.Attr("timezone")),
+			text("/etc/default/locale", 0o644, "root", "root", "LANG="+g.Locale+"\n", g.Where.Attr("locale")),
+			text("/etc/systemd/journald.conf.d/appliance.conf", 0o644, "root", "root", header("#", s.Name)+
+				"# Keep logs across reboots, within a size an SD card can spare.\n[Journal]\nStorage=persistent\nSystemMaxUse="+JournalMaxUse+"\nSystemKeepFree=256M\nMaxFileSec=1week\nForwardToSyslog=no\n", r),
+			text("/etc/sysctl.d/90-appliance.conf", 0o644, "root", "root", header("#", s.Name)+sysctlHardening, r),
+			text("/etc/systemd/resolved.conf.d/appliance.conf", 0o644, "root", "root", m.resolvedConf(), r),
+			text("/etc/apt/apt.conf.d/20auto-upgrades", 0o644, "root", "root", header("//", s.Name)+
+				"APT::Periodic::Update-Package-Lists \"1\";\nAPT::Periodic::Unattended-Upgrade \"1\";\nAPT::Periodic::AutocleanInterval \"7\";\n", r),
+			text("/etc/apt/apt.conf.d/52appliance-unattended-upgrades", 0o644, "root", "root", m.unattended(), s.OS.Where.Block),
+			text("/etc/sudoers.d/appliance", 0o440, "root", "root", header("#", s.Name)+
+				"# The admin logs in with a key only and has no password to type.\n"+g.Admin.User+" ALL=(ALL:ALL) NOPASSWD: ALL\n", g.Admin.Where.Block),
+		},
+		Symlinks: []Symlink{
+			{Path: "/etc/localtime", Target: "/usr/share/zoneinfo/" + g.Timezone},
+			enableVendor("systemd-networkd.service", "multi-user.target"),
+			enableVendor("systemd-resolved.service", "multi-user.target"),
+		},
+		Users:  []User{{Name: g.Admin.User, UID: adminUID, Group: g.Admin.User, Home: "/home/" + g.Admin.User, Shell: "/bin/bash", Groups: []string{"adm", "sudo"}, Comment: "site administrator"}},
+		Groups: []Group{{Name: g.Admin.User, GID: adminGID}},
+		Dirs:   []Dir{{Path: "/home/" + g.Admin.User, Mode: 0o750, Owner: g.Admin.User, Group: g.Admin.User}},
+		Checks: []Check{{Name: "network up", Kind: "unit", Unit: "systemd-networkd.service"}},
+	}
+	c.Files = append(c.Files, m.network()...)
+	c.Files = append(c.Files, m.aptSources()...)
+	if g.Locale != spec.DefaultLocale {
+		// locales' postinst generates what /etc/locale.gen lists.
+		c.Packages = append(c.Packages, "locales")
+		c.Files = append(c.Files, text("/etc/locale.gen", 0o644, "root", "root", g.Locale+" UTF-8\n", g.Where.Attr("locale")))
+	}
+	// chrony, when the spec asks for it, replaces timesyncd (the two
+	// packages conflict).
+	if !slices.Contains(s.OS.Packages, "chrony") {
+		c.Packages = append(c.Packages, "systemd-timesyncd")
+		c.Units = append(c.Units, "systemd-timesyncd.service")
+		c.Checks = append(c.Checks, Check{Name: "time sync", Kind: "unit", Unit: "systemd-timesyncd.service"})
+	}
+	if w := g.Network.WiFi; w != nil {
+		c.Packages = append(c.Packages, "wpasupplicant")
+		c.Units = append(c.Units, "wpa_supplicant@wlan0.service")
+		c.Symlinks = append(c.Symlinks, Symlink{Path: "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service", Target: "/usr/lib/systemd/system/wpa_supplicant@.service"})
+	}
+	if g.Address == g.Hostname+".local" {
+		// Nodes and push find a DHCP gateway by its mDNS name, which
+		// systemd-resolved answers for (see resolvedConf).
+		c.Listeners = append(c.Listeners, Listener{Port: 5353, Proto: "udp", Bind: Network, Purpose: "mDNS (" + g.Address + ")"})
+		c.Openings = append(c.Openings, Opening{Port: 5353, Proto: "udp", From: s.Firewall.MQTTFrom, Purpose: "mDNS"})
+	}
+	return c
+}
+
+// mdns reports whether the gateway answers mDNS for its .local name:
+// only when that is how push and the nodes find it.
+func (m *System) mdns() bool { return m.site.Gateway.Address == m.site.Gateway.Hostname+".local" }
+
+// resolvedConf: name resolution for the gateway itself, no LLMNR; mDNS
+// only to answer for the gateway's own .local name.
+func (m *System) resolvedConf() string {
+	mdns := "no"
+	if m.mdns() {
+		mdns = "yes"
+	}
+	return header("#", m.site.Name) + "[Resolve]\nLLMNR=no\nMulticastDNS=" + mdns + "\nDNSSEC=allow-downgrade\n"
+}
+
+// sysctlHardening turns off what a gateway never needs from the network
+// stack and hides kernel addresses and logs from unprivileged processes.
+const sysctlHardening = `# No ICMP redirects: the gateway's routes are its own.
+net.ipv4.conf.all.accept_redirects = 0
+net.ipv4.conf.default.accept_redirects = 0
+net.ipv4.conf.all.secure_redirects = 0
+net.ipv4.conf.default.secure_redirects = 0
+net.ipv6.conf.all.accept_redirects = 0
+net.ipv6.conf.default.accept_redirects = 0
+net.ipv4.conf.all.send_redirects = 0
+net.ipv4.conf.default.send_redirects = 0
+# No source routing.
+net.ipv4.conf.all.accept_source_route = 0
+net.ipv4.conf.default.accept_source_route = 0
+net.ipv6.conf.all.accept_source_route = 0
+net.ipv6.conf.default.accept_source_route = 0
+# Drop packets whose source could not be reached back (spoofing).
+net.ipv4.conf.all.rp_filter = 1
+net.ipv4.conf.default.rp_filter = 1
+net.ipv4.conf.all.log_martians = 1
+net.ipv4.icmp_echo_ignore_broadcasts = 1
+net.ipv4.icmp_ignore_bogus_error_responses = 1
+net.ipv4.tcp_syncookies = 1
+# The gateway routes nothing.
+net.ipv4.ip_forward = 0
+net.ipv6.conf.all.forwarding = 0
+# Kernel pointers and the kernel log are for root only.
+kernel.kptr_restrict = 2
+kernel.dmesg_restrict = 1
+kernel.unprivileged_bpf_disabled = 1
+net.core.bpf_jit_harden = 2
+kernel.yama.ptrace_scope = 1
+kernel.sysrq = 0
+fs.suid_dumpable = 0
+fs.protected_hardlinks = 1
+fs.protected_symlinks = 1
+fs.protected_fifos = 2
+fs.protected_regular = 2
+`
+
+// network renders systemd-networkd's configuration (and wpa_supplicant's
+// for Wi-Fi).
+func (m *System) network() []File {
+	s := m.site
+	n := s.Gateway.Network
+	r := n.Where.Block
+	var b strings.Builder
+	b.WriteString(header("#", s.Name))
+	b.WriteString("[Match]\nType=ether\n\n[Network]\nLinkLocalAddressing=ipv6\nIPv6AcceptRA=yes\nLLMNR=no\n")
+	if m.mdns() {
+		b.WriteString("MulticastDNS=yes\n")
+	}
+	if n.DHCP() {
+		b.WriteString("DHCP=yes\n")
+	} else {
+		fmt.Fprintf(&b, "Address=%s\n", n.Address)
+		if n.Router.IsValid() {
+			fmt.Fprintf(&b, "Gateway=%s\n", n.Router)
+		}
+	}
+	for _, d := range n.DNS {
+		fmt.Fprintf(&b, "DNS=%s\n", d)
+	}
+	files := []File{text("/etc/systemd/network/10-wired.network", 0o644, "root", "root", b.String(), r)}
+	if w := n.WiFi; w != nil {
+		files = append(files,
+			text("/etc/systemd/network/20-wireless.network", 0o644, "root", "root", header("#", s.Name)+"[Match]\nName=wlan0\n\n[Network]\nDHCP=yes\nLinkLocalAddressing=ipv6\nLLMNR=no\n", w.Where.Block),
+			File{Path: "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf", Mode: 0o600, Owner: "root", Group: "root", Sensitive: true, Range: w.Where.Block,
+				Content: []byte(wpaSupplicant(s.Name, w))})
+	}
+	return files
+}
+
+// wpaSupplicant writes the network with its 256-bit PSK rather than the
+// passphrase, which may be in use elsewhere; the radio may not transmit
+// before country sets the regulatory domain.
+func wpaSupplicant(site string, w *spec.WiFi) string {
+	psk := w.PSK.Reveal()
+	if len(psk) != 64 {
+		key, err := pbkdf2.Key(sha1.New, psk, []byte(w.SSID), 4096, 32)
+		if err != nil {
+			panic(err) // only for keys longer than FIPS allows; 32 bytes is not
+		}
+		psk = hex.EncodeToString(key)
+	}
+	return fmt.Sprintf("%sctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev\nupdate_config=0\ncountry=%s\n\nnetwork={\n\tssid=%q\n\tpsk=%s\n\tkey_mgmt=WPA-PSK WPA-PSK-SHA256 SAE\n\tieee80211w=1\n}\n",
+		header("#", site), w.Country, w.SSID, strings.ToLower(psk))
+}
+
+// aptSources writes the spec's sources for apt on the gateway, each with
+// its own keyring (Signed-By), so unattended-upgrades verifies updates
+// against exactly the keys the image was built with.
+func (m *System) aptSources() []File {
+	s := m.site
+	var b strings.Builder
+	b.WriteString(header("#", s.Name))
+	var files []File
+	for _, src := range s.OS.Sources {
+		// apt tells armored keys from binary ones by the extension.
+		from, ext := "keyring:"+src.ShippedKeyring, ".asc"
+		if src.ShippedKeyring == "debian-archive" {
+			ext = ".pgp"
+		}
+		if src.Keyring != "" {
+			from, ext = "host:"+src.Keyring, ".asc"
+			if !strings.HasSuffix(src.Keyring, ".asc") {
+				ext = ".pgp"
+			}
+		}
+		keyring := "/etc/apt/keyrings/appliance-" + src.Name + ext
+		files = append(files, File{Path: keyring, Mode: 0o644, Owner: "root", Group: "root", From: from, Range: src.Where.Block})
+		fmt.Fprintf(&b, "\nTypes: deb\nURIs: %s\nSuites: %s\nComponents: %s\nArchitectures: %s\nSigned-By: %s\n",
+			src.URL, src.Suite, strings.Join(src.Components, " "), spec.Boards[s.Gateway.Board].Arch, keyring)
+	}
+	return append(files, text("/etc/apt/sources.list.d/appliance.sources", 0o644, "root", "root", b.String(), s.OS.Where.Block))
+}
+
+// unattended lists what unattended-upgrades installs by itself: security
+// updates and point-release fixes of every source, never new major
+// versions (those come with a push).
+func (m *System) unattended() string {
+	s := m.site
+	var b strings.Builder
+	b.WriteString(header("//", s.Name))
+	b.WriteString("Unattended-Upgrade::Origins-Pattern {\n")
+	b.WriteString("\t\"origin=Debian,codename=${distro_codename},label=Debian\";\n")
+	b.WriteString("\t\"origin=Debian,codename=${distro_codename}-updates,label=Debian\";\n")
+	b.WriteString("\t\"origin=Debian,codename=${distro_codename}-security,label=Debian-Security\";\n")
+	if spec.Boards[s.Gateway.Board].RaspberryPi {
+		b.WriteString("\t\"origin=Raspberry Pi Foundation,codename=${distro_codename}\";\n")
+	}
+	b.WriteString("};\n")
+	b.WriteString("Unattended-Upgrade::Remove-Unused-Kernel-Packages \"true\";\n")
+	b.WriteString("Unattended-Upgrade::Remove-Unused-Dependencies \"true\";\n")
+	b.WriteString("// A reboot takes the site's data offline: schedule them yourself.\n")
+	b.WriteString("Unattended-Upgrade::Automatic-Reboot \"false\";\n")
+	b.WriteString("Unattended-Upgrade::SyslogEnable \"true\";\n")
+	return b.String()
+}
