@@ -3,6 +3,7 @@
 // verified indexes), resolve (the package set apt would install), cache
 // (downloads and unpacked packages by SHA-256), deb (reading .debs),
 // tree (the root file system model), rootfs (plan, fetch and unpack into
-// a tree with the dpkg database, the lock file) and sbom (CycloneDX).
-// The ext4/FAT/MBR writers, the boards and the initramfs come next.
+// a tree with the dpkg database, the lock file, the tree as ext4
+// entries), sbom (CycloneDX), and the disk writers ext4, fat, mbr, disk
+// and bmap, with initramfs and gobin.
 package images

@@ -124,6 +124,25 @@ func TestDebianTrixie(t *testing.T) {
 		t.Errorf("/bin/sh is an entry of its own (%v); it must land in /usr/bin through the /bin link", e.Type)
 	}
 
+	// Into an ext4 image, as the build does, checked by e2fsck.
+	if _, err := exec.LookPath("debugfs"); err == nil {
+		start = time.Now()
+		img, err := writeExt4(t, tr, ca, 2<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("ext4 image written and checked in %s", time.Since(start).Round(time.Millisecond))
+		for req, want := range map[string]string{
+			"stat /usr/bin/sudo":      "Mode:  04755",
+			"cat /usr/lib/os-release": `VERSION_CODENAME=trixie`,
+			"stat /lib":               `Fast link dest: "usr/lib"`,
+		} {
+			if out := debugfs(t, img, req); !strings.Contains(out, want) {
+				t.Errorf("debugfs %s lacks %q:\n%.500s", req, want, out)
+			}
+		}
+	}
+
 	// Read the dpkg database back with dpkg itself.
 	admin := t.TempDir()
 	for _, e := range tr.Entries() {

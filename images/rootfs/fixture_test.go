@@ -22,6 +22,7 @@ import (
 
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/cache"
+	"github.com/appliance/appliance/images/ext4"
 	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/images/sbom"
 	"github.com/appliance/appliance/images/tree"
@@ -729,4 +730,70 @@ func TestFixtureRetry(t *testing.T) {
 		t.Errorf("requests: %v", seen)
 	}
 	assertClean(t, ca)
+}
+
+// writeExt4 writes a tree into an ext4 image and checks it with e2fsck.
+func writeExt4(t *testing.T, tr *tree.Tree, blobs tree.Blobs, size int64) (string, error) {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "root.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := ext4.Write(f, Ext4Entries(tr, blobs), ext4.Options{Size: size, Time: time.Unix(1700000000, 0)}); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
+	}
+	return img, nil
+}
+
+func debugfs(t *testing.T, img, req string) string {
+	t.Helper()
+	out, err := exec.Command("debugfs", "-R", req, img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("debugfs -R %q: %v\n%s", req, err, out)
+	}
+	return string(out)
+}
+
+// TestFixtureExt4: the tree goes into an ext4 image that e2fsck accepts,
+// with its hard links, device nodes, setuid bits and times; a damaged
+// blob fails the write.
+func TestFixtureExt4(t *testing.T) {
+	for _, p := range []string{"e2fsck", "debugfs"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skip("no " + p)
+		}
+	}
+	e := newRepo(t, &fixture.Repo{Debs: goodDebs("arm64")})
+	_, tr, err := e.build(t, e.request(t, e.url, "tool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := writeExt4(t, tr, e.ca, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for req, want := range map[string][]string{
+		"stat /usr/bin/tool-again":     {"Mode:  04755", "Links: 2", "Size: 20"},
+		"cat /usr/bin/tool":            {"#!/bin/sh\necho tool\n"},
+		"stat /dev/tool0":              {"Type: character special", "Device major/minor number: 01:03"},
+		"stat /bin":                    {"Type: symlink", `Fast link dest: "usr/bin"`},
+		"stat /etc/tool.conf.dpkg-new": {"mtime: 0x683b9800", "Mode:  0644"},
+	} {
+		out := debugfs(t, img, req)
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("debugfs %s lacks %q:\n%s", req, w, out)
+			}
+		}
+	}
+	blob := e.ca.BlobPath(tr.Get("usr/lib/libfoo.so.1").Blob)
+	os.WriteFile(blob, []byte("FLE"), 0o644)
+	if _, err := writeExt4(t, tr, e.ca, 64<<20); err == nil || !strings.Contains(err.Error(), "is damaged") {
+		t.Errorf("a damaged blob: %v", err)
+	}
 }
