@@ -14,7 +14,8 @@
 //   - appliance warm: the lock and the cache from the cold run; assemble
 //     the tree from the cached manifests and write it into a folder.
 //     "warm, resolving" resolves again from the cached indexes first.
-//   - appliance cold to tar: the cold build, written as one tar file.
+//   - appliance cold to ext4: the cold build, written by images/ext4
+//     into an image.
 //   - mmdebstrap cold: its own empty apt cache, so it downloads.
 //   - mmdebstrap warm: the same .debs put into its apt cache by a setup
 //     hook, so apt downloads only the indexes.
@@ -141,7 +142,7 @@ func runChild(ctx context.Context) error {
 	}
 	ph.Unpack = time.Since(t)
 	t = time.Now()
-	if *child == "ext4" {
+	if *child == "ext4" || *child == "cold-ext4" {
 		f, err := os.Create(*outDir + ".img")
 		if err != nil {
 			return err
@@ -152,7 +153,7 @@ func runChild(ctx context.Context) error {
 		if err := f.Close(); err != nil {
 			return err
 		}
-	} else if *child == "tar" || *child == "cold-tar" {
+	} else if *child == "tar" {
 		f, err := os.Create(*outDir + ".tar")
 		if err != nil {
 			return err
@@ -262,7 +263,7 @@ func bench() error {
 		}
 		fmt.Printf("\nratios of medians, peer / appliance (above 1: appliance is faster)\n")
 		line("cold, tree in a folder", med["mmdebstrap cold"], med["appliance cold"])
-		line("cold, peer's image (+ mke2fs -d) vs our tar", med["mmdebstrap cold"]+mk, med["appliance cold to tar"])
+		line("cold, peer's image (+ mke2fs -d) vs our ext4 image", med["mmdebstrap cold"]+mk, med["appliance cold to ext4"])
 		line("warm, tree in a folder", med["mmdebstrap warm"], med["appliance warm"])
 		line("warm, resolving again, tree in a folder", med["mmdebstrap warm"], med["appliance resolve"])
 		line("warm, peer's image (+ mke2fs -d) vs our folder", med["mmdebstrap warm"]+mk, med["appliance warm"])
@@ -287,11 +288,11 @@ func round(dir string) ([]result, phases, error) {
 	lock := filepath.Join(dir, "bench.lock")
 	var results []result
 	var cold phases
-	for _, mode := range []string{"cold-tar", "cold", "warm", "resolve", "tar", "ext4"} {
-		if mode == "cold-tar" {
-			// A cold build of its own, into one file.
-			defer os.RemoveAll(ca + "-tar")
-			r, stdout, err := timed("appliance cold to tar", exec.Command(self, "-child", mode, "-cache", ca+"-tar", "-out", filepath.Join(dir, "cold"), "-lock", lock+"-tar", "-packages", *packages))
+	for _, mode := range []string{"cold-ext4", "cold", "warm", "resolve", "tar", "ext4"} {
+		if mode == "cold-ext4" {
+			// A cold build of its own, into an ext4 image.
+			defer os.RemoveAll(ca + "-ext4")
+			r, stdout, err := timed("appliance cold to ext4", exec.Command(self, "-child", mode, "-cache", ca+"-ext4", "-out", filepath.Join(dir, "cold"), "-lock", lock+"-ext4", "-packages", *packages))
 			if err != nil {
 				return nil, cold, err
 			}
@@ -299,10 +300,10 @@ func round(dir string) ([]result, phases, error) {
 			if err := json.Unmarshal(stdout, &ph); err != nil {
 				return nil, cold, fmt.Errorf("appliance %s printed %q: %w", mode, stdout, err)
 			}
-			r.detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, write tar %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), ph.Write.Seconds())
+			r.detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, write ext4 image %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), ph.Write.Seconds())
 			results = append(results, r)
-			os.Remove(filepath.Join(dir, "cold.tar"))
-			os.RemoveAll(ca + "-tar")
+			os.Remove(filepath.Join(dir, "cold.img"))
+			os.RemoveAll(ca + "-ext4")
 			continue
 		}
 		out := filepath.Join(dir, "appliance-"+mode)
