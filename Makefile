@@ -3,7 +3,7 @@
 
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION)
+LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.com/appliance/appliance/cli.SourceDir=$(CURDIR)
 FUZZTIME ?= 20s
 
 .PHONY: all build demo test unit fuzz lint deps bench bench-ingest bench-disk bench-rootfs reproducible-ingest clean

@@ -167,8 +167,12 @@ func check() int {
 }
 
 // firstBoot finishes what appliance could not do when it built the
-// image: the maintainer scripts, then growing the root file system.
+// image: growing the root file system to the card, then the maintainer
+// scripts.
 func firstBoot() error {
+	// The kernel starts init with no PATH, and exec looks programs up in
+	// this process's own.
+	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
 	mountAPI("/")
 	os.MkdirAll("/run", 0o755)
 	unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
@@ -204,15 +208,17 @@ func firstBoot() error {
 		fmt.Fprintf(out, "appliance first boot: %s done in %s\n", what, time.Since(t).Round(time.Second))
 		return nil
 	}
+	// Grow first: the image carries little free space, and configuring
+	// the packages needs room.
+	if err := growRoot(out, run); err != nil {
+		// A gateway that did not grow still works; say so and go on.
+		fmt.Fprintf(out, "appliance first boot: the root file system was not grown: %v\n", err)
+	}
 	if err := PreinstAll("/", out, env); err != nil {
 		return err
 	}
 	if err := run("configuring packages", "dpkg", "--configure", "-a", "--force-confold", "--force-confdef"); err != nil {
 		return err
-	}
-	if err := growRoot(out, run); err != nil {
-		// A gateway that did not grow still works; say so and go on.
-		fmt.Fprintf(out, "appliance first boot: the root file system was not grown: %v\n", err)
 	}
 	os.Remove(FailedMarker)
 	if err := os.WriteFile(DoneMarker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {

@@ -54,7 +54,7 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req, err := rootfs.FromSite(site, gw.Modules.Packages())
+	req, err := rootfs.FromSite(site, gw.Packages())
 	if err != nil {
 		return err
 	}

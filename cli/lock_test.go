@@ -45,7 +45,7 @@ func lockRepo(t *testing.T, dir string, key *fixture.Key, extra ...string) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := rootfs.FromSite(site, gw.Modules.Packages())
+	req, err := rootfs.FromSite(site, gw.Packages())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,10 @@ package desired
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 
+	"github.com/appliance/appliance/images/boards"
 	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
@@ -35,4 +38,16 @@ func Compute(s *spec.Site) (*Gateway, error) {
 			OTA:     len(s.Nodes) > 0,
 		},
 	}, nil
+}
+
+// Packages are what the gateway installs besides Debian's base set and
+// the spec's own os.packages: the modules' packages and the board's
+// kernel and firmware.
+func (g *Gateway) Packages() []string {
+	pkgs := g.Modules.Packages()
+	if b := boards.All[g.Site.Gateway.Board]; b != nil {
+		pkgs = append(pkgs, b.Packages...)
+	}
+	sort.Strings(pkgs)
+	return slices.Compact(pkgs)
 }

@@ -43,8 +43,11 @@ func (m *System) Contribute() Contribution {
 	g := s.Gateway
 	r := g.Where.Block
 	c := Contribution{
-		Summary:  fmt.Sprintf("%s, %s, %s; admin %s (keys only); security updates", g.Hostname, g.Timezone, g.Locale, g.Admin.User),
-		Packages: []string{"ca-certificates", "sudo", "systemd-resolved", "unattended-upgrades", "apt-listchanges"},
+		Summary: fmt.Sprintf("%s, %s, %s; admin %s (keys only); security updates", g.Hostname, g.Timezone, g.Locale, g.Admin.User),
+		// e2fsprogs checks and grows the root; systemd-sysv gives the
+		// admin reboot and poweroff; udev loads the drivers of the
+		// hardware it finds (the network card among them).
+		Packages: []string{"ca-certificates", "e2fsprogs", "sudo", "systemd-sysv", "systemd-resolved", "udev", "unattended-upgrades", "apt-listchanges"},
 		Units:    []string{"systemd-networkd.service", "systemd-resolved.service", "unattended-upgrades.service"},
 		Files: []File{
 			text("/etc/hostname", 0o644, "root", "root", g.Hostname+"\n", g.Where.Attr("hostname")),

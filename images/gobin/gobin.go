@@ -92,6 +92,16 @@ func isSource(dir string) bool {
 	return sc.Scan() && strings.TrimSpace(sc.Text()) == "module "+Module
 }
 
+// SourceHash is the hash Build caches under: it changes whenever the
+// programs would.
+func SourceHash(ctx context.Context, src, arch string) (string, error) {
+	goVersion, err := exec.CommandContext(ctx, "go", "env", "GOVERSION").Output()
+	if err != nil {
+		return "", fmt.Errorf("the Go toolchain is needed to build the gateway's programs: %w", err)
+	}
+	return sourceHash(src, strings.TrimSpace(string(goVersion)), arch)
+}
+
 // sourceHash hashes every file the build reads: Go sources (not tests),
 // embedded files, go.mod and go.sum, and the toolchain version.
 func sourceHash(dir, goVersion, arch string) (string, error) {
@@ -138,14 +148,15 @@ func sourceHash(dir, goVersion, arch string) (string, error) {
 // Build builds the programs for GOARCH arch into cacheDir, reusing an
 // earlier build of the same source.
 func Build(ctx context.Context, src, cacheDir, arch string, progs []Program) ([]Built, error) {
-	goVersion, err := exec.CommandContext(ctx, "go", "env", "GOVERSION").Output()
-	if err != nil {
-		return nil, fmt.Errorf("the Go toolchain is needed to build the gateway's programs: %w", err)
-	}
-	hash, err := sourceHash(src, strings.TrimSpace(string(goVersion)), arch)
+	hash, err := SourceHash(ctx, src, arch)
 	if err != nil {
 		return nil, err
 	}
+	return BuildHashed(ctx, src, hash, cacheDir, arch, progs)
+}
+
+// BuildHashed is Build for a caller that has the SourceHash already.
+func BuildHashed(ctx context.Context, src, hash, cacheDir, arch string, progs []Program) ([]Built, error) {
 	dir := filepath.Join(cacheDir, "gobin", hash[:32])
 	var out []Built
 	for _, p := range progs {

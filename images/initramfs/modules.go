@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"sort"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -30,7 +29,8 @@ type Module struct {
 }
 
 // Modules finds the named modules of kernel version kver and everything
-// they depend on, and returns them in the order they must be loaded.
+// they depend on, and returns them in the order they must be loaded: the
+// dependencies of each before it, the named ones in the order given.
 // Modules built into the kernel are left out; a name neither built in
 // nor found is an error.
 func Modules(src ModuleSource, kver string, wanted []string) ([]Module, error) {
@@ -91,9 +91,9 @@ func Modules(src ModuleSource, kver string, wanted []string) ([]Module, error) {
 		order = append(order, Module{Name: name, Data: data})
 		return nil
 	}
-	sorted := append([]string(nil), wanted...)
-	sort.Strings(sorted)
-	for _, w := range sorted {
+	// In the caller's order: a module another needs without depending on
+	// it (crc32c for ext4) is named first.
+	for _, w := range wanted {
 		if err := visit(w, nil); err != nil {
 			return nil, err
 		}

@@ -34,7 +34,7 @@ func demoRequest(t *testing.T) *Request {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := FromSite(site, gw.Modules.Packages())
+	req, err := FromSite(site, gw.Packages())
 	if err != nil {
 		t.Fatal(err)
 	}

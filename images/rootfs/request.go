@@ -73,16 +73,9 @@ const (
 	RaspberryPiPriority = 600
 )
 
-// KernelPackages are the kernel packages each board boots; the image
-// writer takes the kernel and its modules from them.
-var KernelPackages = map[string][]string{
-	"qemu-arm64": {"linux-image-arm64"},
-	"rpi5":       {"linux-image-rpi-2712"},
-	"rpi4":       {"linux-image-rpi-v8"},
-}
-
-// FromSite turns a site's os block, its board and the modules' packages
-// into a request. It reads each source's keyring (a file or a shipped
+// FromSite turns a site's os block and the packages the gateway needs
+// besides (desired.Gateway.Packages: the modules' and the board's) into
+// a request. It reads each source's keyring (a file or a shipped
 // one).
 func FromSite(site *spec.Site, modulePackages []string) (*Request, error) {
 	board, ok := spec.Boards[site.Gateway.Board]
@@ -111,7 +104,7 @@ func FromSite(site *spec.Site, modulePackages []string) (*Request, error) {
 		}
 		req.Sources = append(req.Sources, &apt.Source{Name: s.Name, URL: s.URL, Suite: s.Suite, Components: s.Components, Keyring: kr, Priority: prio})
 	}
-	pkgs := append(append(append([]string{}, modulePackages...), site.OS.Packages...), KernelPackages[board.ID]...)
+	pkgs := append(append([]string{}, modulePackages...), site.OS.Packages...)
 	sort.Strings(pkgs)
 	req.Packages = slices.Compact(pkgs)
 	return req, nil

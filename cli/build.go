@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/apt"
+	"github.com/appliance/appliance/images/build"
+	"github.com/appliance/appliance/images/cache"
+	"github.com/appliance/appliance/images/gobin"
+	"github.com/appliance/appliance/images/rootfs"
+	"github.com/appliance/appliance/state"
+)
+
+// SourceDir is where appliance's source was when the binary was built
+// (set by the Makefile): the gateway's programs are built from it.
+var SourceDir = ""
+
+func init() {
+	register(&verb{
+		name:    "build",
+		summary: "Build the gateway image (and its SBOM) into out/SITE",
+		usage:   "build [--out DIR] [--state DIR] [--offline] [--var name=value] [--var-file FILE] PATH",
+		examples: `
+appliance build --var wifi_psk=… examples/demo.hcl
+SOURCE_DATE_EPOCH=1767225600 appliance build site.hcl   # reproducible times
+appliance build --offline site.hcl                      # only the cache; say what is missing`,
+		run: runBuild,
+	})
+}
+
+func runBuild(ctx context.Context, e *Env, args []string) error {
+	v := verbs["build"]
+	fs := newFlags(v)
+	out := fs.String("out", "", "output folder (default: out/SITE beside the spec)")
+	offline := fs.Bool("offline", false, "use only the lock and the cache; no network")
+	stateFlag := addStateFlag(fs)
+	sf := addSpecFlags(fs)
+	if err := parse(e, v, fs, args); err != nil {
+		return err
+	}
+	path, err := onePath(v.name, fs.Args())
+	if err != nil {
+		return err
+	}
+	// A build needs every variable: no partial load.
+	site, err := loadSite(e, path, sf, false)
+	if err != nil {
+		return err
+	}
+	gw, err := desired.Compute(site)
+	if err != nil {
+		return err
+	}
+	st, err := state.Open(stateDir(*stateFlag, path, site.Name), state.Options{Create: true, Now: e.now})
+	if err != nil {
+		return fmt.Errorf("opening the state: %w", err)
+	}
+	defer st.Close()
+	res, err := st.Ensure(gw.Wants, false)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	for _, c := range res.Created {
+		fmt.Fprintf(e.Stderr, "state      created %s\n", c)
+	}
+	for _, p := range res.Problems {
+		sev := "warning"
+		if p.Error {
+			sev = "error"
+		}
+		fmt.Fprintf(e.Stderr, "state      %s: %s: %s\n", sev, p.Name, strings.ReplaceAll(p.Message, state.SpecPlaceholder, path))
+	}
+	if res.Errors() {
+		return fmt.Errorf("the state has problems that stop a build (above)")
+	}
+	ca, err := cache.FromEnv(e.environ())
+	if err != nil {
+		return err
+	}
+	epoch, err := rootfs.EpochFromEnv(e.environ())
+	if err != nil {
+		return err
+	}
+	src, err := gobin.SourceDir(SourceDir)
+	if err != nil {
+		return err
+	}
+	outDir := *out
+	if outDir == "" {
+		outDir = filepath.Join("out", site.Name)
+	}
+	if err := os.MkdirAll(filepath.Dir(outDir), 0o755); err != nil {
+		return err
+	}
+	start := time.Now()
+	r, err := build.Build(ctx, build.Options{
+		SpecPath: path, Site: site, Gateway: gw, State: st, Cache: ca,
+		Client: &apt.Client{Store: ca, Offline: *offline, Retries: 3, HTTP: &http.Client{Timeout: 10 * time.Minute}},
+		OutDir: outDir, Epoch: epoch, SourceDir: src, Progress: progressFor(e), Log: e.Stderr, Version: version(),
+	})
+	if err != nil {
+		return err
+	}
+	if !r.UpToDate {
+		fmt.Fprintf(e.Stdout, "%s: %s and its companions, built in %s\n", outDir, build.ImageName, time.Since(start).Round(100*time.Millisecond))
+	} else {
+		fmt.Fprintf(e.Stdout, "%s: up to date\n", outDir)
+	}
+	fmt.Fprintf(e.Stdout, "nodes: their firmware bundles are not built yet\n")
+	return nil
+}

@@ -1,0 +1,466 @@
+// Package build is appliance build: from a site's spec, state and lock
+// to a bootable gateway image and its companions in out/<site>/. The
+// build is a straight list of steps, each timed and each wrapping its
+// error: resolve, download, unpack, add the site, boot files, image,
+// outputs. A rebuild whose inputs have not changed is recognised and
+// costs less than a second.
+package build
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/appliance/appliance/bootinit"
+	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/apt"
+	"github.com/appliance/appliance/images/boards"
+	"github.com/appliance/appliance/images/cache"
+	"github.com/appliance/appliance/images/disk"
+	"github.com/appliance/appliance/images/ext4"
+	"github.com/appliance/appliance/images/fat"
+	"github.com/appliance/appliance/images/gobin"
+	"github.com/appliance/appliance/images/initramfs"
+	"github.com/appliance/appliance/images/rootfs"
+	"github.com/appliance/appliance/images/tree"
+	"github.com/appliance/appliance/modules"
+	"github.com/appliance/appliance/spec"
+	"github.com/appliance/appliance/state"
+)
+
+// Options are a build's inputs.
+type Options struct {
+	SpecPath string
+	Site     *spec.Site
+	Gateway  *desired.Gateway
+	State    *state.Store
+	Cache    *cache.Cache
+	Client   *apt.Client
+	// OutDir is where the outputs go: out/<site> by default.
+	OutDir string
+	// Epoch is SOURCE_DATE_EPOCH, when set.
+	Epoch *int64
+	// SourceDir is appliance's source, for the gateway's Go programs.
+	SourceDir string
+	Progress  rootfs.Progress
+	// Log receives one line per step.
+	Log io.Writer
+	// Version is appliance's version, recorded in build-info.json.
+	Version string
+}
+
+// Result says what a build made.
+type Result struct {
+	Dir      string
+	UpToDate bool
+	Info     *Info
+}
+
+// step times one step of the build.
+type step struct {
+	log   io.Writer
+	info  *Info
+	name  string
+	start time.Time
+}
+
+func (b *builder) step(name string) *step {
+	return &step{log: b.opt.Log, info: b.info, name: name, start: time.Now()}
+}
+
+func (s *step) done(format string, args ...any) {
+	d := time.Since(s.start)
+	s.info.Timings = append(s.info.Timings, Timing{Step: s.name, Seconds: d.Seconds()})
+	if s.log != nil {
+		fmt.Fprintf(s.log, "%-10s %s (%s)\n", s.name, fmt.Sprintf(format, args...), d.Round(10*time.Millisecond))
+	}
+}
+
+type builder struct {
+	opt   Options
+	board *boards.Board
+	info  *Info
+	lock  *rootfs.Lock
+	files []desired.File
+	progs []gobin.Built
+	acct  *accounts
+	// mtime dates everything appliance makes (see timeOf).
+	mtime   time.Time
+	srcHash string
+}
+
+// Build builds the site's gateway image.
+func Build(ctx context.Context, opt Options) (*Result, error) {
+	start := time.Now()
+	b := &builder{opt: opt, info: &Info{Site: opt.Site.Name, Board: opt.Site.Gateway.Board, Appliance: opt.Version}}
+	b.board = boards.All[opt.Site.Gateway.Board]
+	if b.board == nil {
+		return nil, fmt.Errorf("board %q has no image support", opt.Site.Gateway.Board)
+	}
+	steps := []struct {
+		what string
+		fn   func(context.Context) error
+	}{
+		{"resolving packages", b.resolve},
+		{"downloading packages", b.fetch},
+		{"reading the site's files", b.siteFiles},
+	}
+	for _, s := range steps {
+		if err := s.fn(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	var err error
+	if b.srcHash, err = gobin.SourceHash(ctx, opt.SourceDir, spec.Boards[opt.Site.Gateway.Board].Arch); err != nil {
+		return nil, fmt.Errorf("hashing appliance's source: %w", err)
+	}
+	key, err := b.key(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hashing the inputs: %w", err)
+	}
+	b.info.Key = key
+	if prev, err := readInfo(opt.OutDir); err == nil && prev.Key == key && outputsIntact(opt.OutDir, prev) {
+		fmt.Fprintf(opt.Log, "%-10s nothing changed since the last build (%s)\n", "done", time.Since(start).Round(10*time.Millisecond))
+		return &Result{Dir: opt.OutDir, UpToDate: true, Info: prev}, nil
+	}
+
+	tmp, err := os.MkdirTemp(filepath.Dir(opt.OutDir), "."+filepath.Base(opt.OutDir)+".tmp-")
+	if err != nil {
+		return nil, fmt.Errorf("making the output folder: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	t, err := b.unpack(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("unpacking packages: %w", err)
+	}
+	b.mtime = b.timeOf(t)
+	more := []struct {
+		what string
+		fn   func(context.Context) error
+	}{
+		{"building the gateway's programs", b.programs},
+		{"adding the site to the root file system", func(context.Context) error { return b.overlay(t) }},
+		{"writing the image", func(ctx context.Context) error { return b.image(ctx, t, tmp) }},
+		{"writing the outputs", func(context.Context) error { return b.outputs(tmp) }},
+	}
+	for _, s := range more {
+		if err := s.fn(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	b.info.Seconds = time.Since(start).Seconds()
+	if err := writeInfo(tmp, b.info); err != nil {
+		return nil, err
+	}
+	if err := swap(tmp, opt.OutDir); err != nil {
+		return nil, fmt.Errorf("replacing %s: %w", opt.OutDir, err)
+	}
+	return &Result{Dir: opt.OutDir, Info: b.info}, nil
+}
+
+func (b *builder) resolve(ctx context.Context) error {
+	s := b.step("resolve")
+	req, err := rootfs.FromSite(b.opt.Site, b.opt.Gateway.Packages())
+	if err != nil {
+		return err
+	}
+	lock, err := rootfs.LoadLock(b.opt.SpecPath, req)
+	if err != nil {
+		return err
+	}
+	lockPath := rootfs.LockPath(b.opt.SpecPath)
+	if lock == nil {
+		// No lock yet: resolve now and keep the result, so the next
+		// build uses the same packages.
+		if lock, err = rootfs.Plan(ctx, b.opt.Client, req); err != nil {
+			return err
+		}
+		if err := lock.WriteFile(lockPath); err != nil {
+			return err
+		}
+		s.done("%d packages, resolved and written to %s", len(lock.Packages), lockPath)
+	} else {
+		s.done("%d packages, from %s", len(lock.Packages), lockPath)
+	}
+	b.lock = lock
+	b.info.Lock = lockPath
+	b.info.Packages = len(lock.Packages)
+	return nil
+}
+
+func (b *builder) fetch(ctx context.Context) error {
+	s := b.step("download")
+	missing := len(rootfs.Missing(b.lock, b.opt.Cache))
+	if err := rootfs.Fetch(ctx, b.opt.Client, b.lock, b.opt.Cache, b.opt.Progress); err != nil {
+		return err
+	}
+	s.done("%d of %d packages were not in the cache (%s)", missing, len(b.lock.Packages), b.opt.Cache.Dir)
+	return nil
+}
+
+// siteFiles resolves the modules' files against the state, so that the
+// key covers every byte the site adds.
+func (b *builder) siteFiles(ctx context.Context) error {
+	files, err := b.opt.Gateway.Files(b.opt.State)
+	if err != nil {
+		return err
+	}
+	b.files = files
+	return nil
+}
+
+func (b *builder) programs(ctx context.Context) error {
+	s := b.step("programs")
+	progs := append([]modules.Program{{Package: gobin.Module + "/cmd/appliance-init", Path: bootinit.InitPath}}, b.opt.Gateway.Modules.Programs()...)
+	var list []gobin.Program
+	for _, p := range progs {
+		list = append(list, gobin.Program{Package: p.Package, Path: p.Path})
+	}
+	built, err := gobin.BuildHashed(ctx, b.opt.SourceDir, b.srcHash, b.opt.Cache.Dir, spec.Boards[b.opt.Site.Gateway.Board].Arch, list)
+	if err != nil {
+		return err
+	}
+	b.progs = built
+	s.done("%d programs for linux/%s", len(built), spec.Boards[b.opt.Site.Gateway.Board].Arch)
+	return nil
+}
+
+// key hashes every input of the image: appliance itself, the lock, the
+// site's files, the gateway's programs' source, the time.
+func (b *builder) key(ctx context.Context) (string, error) {
+	h := sha256.New()
+	exe, err := os.Executable()
+	if err == nil {
+		if f, err := os.Open(exe); err == nil {
+			io.Copy(h, f)
+			f.Close()
+		}
+	}
+	lockBytes, err := os.ReadFile(rootfs.LockPath(b.opt.SpecPath))
+	if err != nil {
+		return "", err
+	}
+	h.Write(lockBytes)
+	fmt.Fprintf(h, "\nboard %s epoch %v\n", b.board.ID, epochString(b.opt.Epoch))
+	for _, f := range b.files {
+		fmt.Fprintf(h, "%s %o %s %s %x\n", f.Path, f.Mode, f.Owner, f.Group, sha256.Sum256(f.Data))
+	}
+	for _, c := range b.opt.Gateway.Modules.Contributions {
+		fmt.Fprintf(h, "%+v %+v %+v %+v\n", c.Dirs, c.Symlinks, c.Users, c.Groups)
+	}
+	fmt.Fprintf(h, "source %s\n", b.srcHash)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func epochString(e *int64) string {
+	if e == nil {
+		return "none"
+	}
+	return fmt.Sprint(*e)
+}
+
+func (b *builder) unpack(ctx context.Context) (*tree.Tree, error) {
+	s := b.step("unpack")
+	t, err := rootfs.Unpack(ctx, b.lock, b.opt.Cache, rootfs.UnpackOptions{SourceDateEpoch: b.opt.Epoch, Progress: b.opt.Progress})
+	if err != nil {
+		return nil, err
+	}
+	s.done("%d entries", t.Len())
+	return t, nil
+}
+
+// timeOf is when the files appliance makes are dated: SOURCE_DATE_EPOCH,
+// or the newest package's time, so the image depends on its inputs only.
+func (b *builder) timeOf(t *tree.Tree) time.Time {
+	if b.opt.Epoch != nil {
+		return time.Unix(*b.opt.Epoch, 0).UTC()
+	}
+	var newest int64
+	for _, e := range t.Entries() {
+		if e.Package != "" && e.MTime > newest {
+			newest = e.MTime
+		}
+	}
+	return time.Unix(newest, 0).UTC()
+}
+
+// ids derives the disk's identifiers from the site, so they are stable
+// across builds yet differ between sites: the site's name and its CA.
+func (b *builder) ids() (diskID uint32, uuid, seed [16]byte, volID uint32, err error) {
+	ca, err := b.opt.State.ReadFile("pki/ca.crt")
+	if err != nil {
+		return 0, uuid, seed, 0, err
+	}
+	sum := sha256.Sum256(append([]byte("appliance disk "+b.opt.Site.Name+"\n"), ca...))
+	diskID = binary.BigEndian.Uint32(sum[0:4])
+	copy(uuid[:], sum[4:20])
+	uuid[6] = uuid[6]&0x0f | 0x40 // a version 4 UUID's marks
+	uuid[8] = uuid[8]&0x3f | 0x80
+	seed2 := sha256.Sum256(sum[:])
+	copy(seed[:], seed2[:16])
+	volID = binary.BigEndian.Uint32(seed2[16:20])
+	return diskID, uuid, seed, volID, nil
+}
+
+func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
+	s := b.step("image")
+	mtime := b.mtime
+	diskID, uuid, seed, volID, err := b.ids()
+	if err != nil {
+		return err
+	}
+	layout := disk.Layout{DiskID: diskID, BootSize: b.board.BootSize}
+	root := rootfs.Ext4Entries(t, b.opt.Cache)
+	layout.RootSize = rootSize(root)
+	layout.Boot = fat.Options{Label: "BOOTFS", VolumeID: volID}
+	layout.Root = ext4.Options{Label: "rootfs", UUID: uuid, HashSeed: seed, Time: mtime, ReservedBlocksPercent: 5}
+
+	kver, err := b.board.Kernel(t)
+	if err != nil {
+		return err
+	}
+	bctx := &boards.Context{Tree: t, Blobs: b.opt.Cache, Kernel: kver, Cmdline: b.board.Cmdline(layout.RootPartUUID()), Time: mtime}
+	if b.board.InitramfsModules != nil {
+		if bctx.Initramfs, err = b.initramfs(t, kver, mtime); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
+	}
+	bootFiles, err := b.board.BootFiles(bctx)
+	if err != nil {
+		return err
+	}
+	b.info.Kernel, b.info.Cmdline, b.info.DiskID = kver, bctx.Cmdline, fmt.Sprintf("%08x", diskID)
+	img := filepath.Join(dir, ImageName)
+	if err := disk.Write(img, layout, boards.FATEntries(bootFiles, b.opt.Cache, mtime), root); err != nil {
+		return err
+	}
+	// QEMU boots the kernel and initramfs it is given; appliance vm and
+	// the boot test take them from beside the image.
+	if b.board.ID == "qemu-arm64" {
+		if err := os.MkdirAll(filepath.Join(dir, "boot"), 0o755); err != nil {
+			return err
+		}
+		for _, f := range bootFiles {
+			data := f.Data
+			if f.Entry != nil {
+				if data, err = os.ReadFile(b.opt.Cache.BlobPath(f.Entry.Blob)); err != nil {
+					return err
+				}
+			}
+			if err := os.WriteFile(filepath.Join(dir, "boot", f.Path), data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	s.done("%s: boot %d MiB, root %d MiB, kernel %s", img, layout.BootSize>>20, layout.RootSize>>20, kver)
+	return nil
+}
+
+// rootSize is what the files take plus a little: the first boot grows
+// the root to the card before it configures the packages, so the image
+// carries no more zeros than it must.
+func rootSize(entries []ext4.Entry) int64 {
+	var blocks, inodes int64
+	for _, e := range entries {
+		inodes++
+		switch {
+		case e.Type == ext4.Regular && e.HardLinkTo == "":
+			blocks += (e.Size + 4095) / 4096
+		case e.Type == ext4.Dir:
+			blocks++
+		}
+	}
+	used := blocks*4096 + inodes*256
+	// The journal, group descriptors and bitmaps, and room to boot.
+	size := used + used/8 + 192<<20
+	return (size + disk.Align - 1) / disk.Align * disk.Align
+}
+
+func (b *builder) initramfs(t *tree.Tree, kver string, mtime time.Time) ([]byte, error) {
+	mods, err := initramfs.Modules(treeSource{t, b.opt.Cache}, kver, b.board.InitramfsModules)
+	if err != nil {
+		return nil, err
+	}
+	var initBin []byte
+	for _, p := range b.progs {
+		if p.Path == bootinit.InitPath {
+			if initBin, err = os.ReadFile(p.File); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if initBin == nil {
+		return nil, errors.New("the init program was not built")
+	}
+	var buf bytes.Buffer
+	w := initramfs.NewWriter(&buf, mtime.Unix())
+	for _, d := range []string{"dev", "proc", "sys", "root"} {
+		if err := w.Dir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// The kernel opens /dev/console for init before devtmpfs exists.
+	if err := w.CharDev("dev/console", 0o600, 5, 1); err != nil {
+		return nil, err
+	}
+	if err := w.File("init", 0o755, initBin); err != nil {
+		return nil, err
+	}
+	if err := w.File(strings.TrimPrefix(bootinit.InitramfsMarker, "/"), 0o644, nil); err != nil {
+		return nil, err
+	}
+	for i, m := range mods {
+		if err := w.File(fmt.Sprintf("%s/%02d-%s.ko", strings.TrimPrefix(bootinit.ModulesDir, "/"), i, m.Name), 0o644, m.Data); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	b.info.InitramfsModules = len(mods)
+	return buf.Bytes(), nil
+}
+
+// treeSource reads kernel modules out of the tree.
+type treeSource struct {
+	t     *tree.Tree
+	blobs tree.Blobs
+}
+
+func (s treeSource) ReadFile(name string) ([]byte, error) {
+	e := s.t.Get(name)
+	if e == nil || e.Type != tree.Regular {
+		return nil, &fs.PathError{Op: "read", Path: "/" + name, Err: fs.ErrNotExist}
+	}
+	if e.Blob == "" {
+		return e.Data, nil
+	}
+	return os.ReadFile(s.blobs.BlobPath(e.Blob))
+}
+
+func (s treeSource) Walk(dir string, fn func(string) error) error {
+	var names []string
+	for _, e := range s.t.Entries() {
+		if strings.HasPrefix(e.Path, dir+"/") && e.Type == tree.Regular {
+			names = append(names, e.Path)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
