@@ -16,8 +16,8 @@ import (
 
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/sbom"
+	"github.com/appliance/appliance/images/sparse"
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
 )
 
 // Output files in out/<site>/.
@@ -33,6 +33,8 @@ const (
 type Info struct {
 	Site      string `json:"site"`
 	Board     string `json:"board"`
+	Hostname  string `json:"hostname"`
+	Admin     string `json:"admin"`
 	Appliance string `json:"appliance"`
 	Go        string `json:"go"`
 	// Key hashes every input; an unchanged key means nothing to rebuild.
@@ -61,6 +63,9 @@ type Timing struct {
 	Step    string  `json:"step"`
 	Seconds float64 `json:"seconds"`
 }
+
+// ReadInfo reads the build-info.json of an output folder.
+func ReadInfo(dir string) (*Info, error) { return readInfo(dir) }
 
 func readInfo(dir string) (*Info, error) {
 	b, err := os.ReadFile(filepath.Join(dir, InfoName))
@@ -225,7 +230,7 @@ func hashAndCompressGo(src, dst string) (img, zst Output, err error) {
 	}
 	ih := sha256.New()
 	sink := io.MultiWriter(ih, enc)
-	if err := copySparse(sink, in, fi.Size()); err != nil {
+	if err := sparse.WriteTo(sink, in, fi.Size()); err != nil {
 		enc.Close()
 		return img, zst, err
 	}
@@ -249,46 +254,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// copySparse copies a file's bytes, holes included, reading only the
-// ranges that hold data.
-func copySparse(w io.Writer, f *os.File, size int64) error {
-	zeros := make([]byte, 1<<20)
-	buf := make([]byte, 4<<20)
-	var off int64
-	for off < size {
-		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
-		if err != nil {
-			// No data after off (ENXIO): the rest is a hole.
-			data = size
-		}
-		for off < data {
-			n := min(int64(len(zeros)), data-off)
-			if _, err := w.Write(zeros[:n]); err != nil {
-				return err
-			}
-			off += n
-		}
-		if off >= size {
-			break
-		}
-		hole, err := unix.Seek(int(f.Fd()), off, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		for off < hole {
-			n := min(int64(len(buf)), hole-off)
-			if _, err := f.ReadAt(buf[:n], off); err != nil {
-				return err
-			}
-			if _, err := w.Write(buf[:n]); err != nil {
-				return err
-			}
-			off += n
-		}
-	}
-	return nil
 }
 
 // writeSBOM lists every package of the root file system and appliance's
