@@ -65,6 +65,8 @@ type Result struct {
 	Dir      string
 	UpToDate bool
 	Info     *Info
+	// Tree is the root file system the image holds (nil when up to date).
+	Tree *tree.Tree
 }
 
 // step times one step of the build.
@@ -103,7 +105,7 @@ type builder struct {
 // Build builds the site's gateway image.
 func Build(ctx context.Context, opt Options) (*Result, error) {
 	start := time.Now()
-	b := &builder{opt: opt, info: &Info{Site: opt.Site.Name, Board: opt.Site.Gateway.Board, Appliance: opt.Version}}
+	b := &builder{opt: opt, info: &Info{Site: opt.Site.Name, Board: opt.Site.Gateway.Board, Hostname: opt.Site.Gateway.Hostname, Admin: opt.Site.Gateway.Admin.User, Appliance: opt.Version}}
 	b.board = boards.All[opt.Site.Gateway.Board]
 	if b.board == nil {
 		return nil, fmt.Errorf("board %q has no image support", opt.Site.Gateway.Board)
@@ -166,7 +168,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if err := swap(tmp, opt.OutDir); err != nil {
 		return nil, fmt.Errorf("replacing %s: %w", opt.OutDir, err)
 	}
-	return &Result{Dir: opt.OutDir, Info: b.info}, nil
+	return &Result{Dir: opt.OutDir, Info: b.info, Tree: t}, nil
 }
 
 func (b *builder) resolve(ctx context.Context) error {
