@@ -1,0 +1,212 @@
+//go:build boottest
+
+// The boot test builds the demo site from the real Debian archive,
+// boots it under QEMU and checks over SSH that the gateway runs. It
+// takes ten minutes or more under emulation, so make test runs it on its
+// own (make boot-test, with -tags boottest).
+package vm_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/apt"
+	"github.com/appliance/appliance/images/build"
+	"github.com/appliance/appliance/images/cache"
+	"github.com/appliance/appliance/images/gobin"
+	"github.com/appliance/appliance/images/vm"
+	"github.com/appliance/appliance/spec"
+	"github.com/appliance/appliance/state"
+	"golang.org/x/crypto/ssh"
+)
+
+// firstBootDeadline bounds the whole boot: the first boot configures
+// every package under emulation (about 8 minutes on a 2-core machine).
+const firstBootDeadline = 25 * time.Minute
+
+func TestBootDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), firstBootDeadline+10*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	site, rep := spec.Load("../../examples/demo.hcl", spec.Options{Environ: []string{"HOME=/nonexistent", "APPLIANCE_VAR_wifi_psk=boot-test-passphrase"}})
+	if rep.HasErrors() {
+		var b bytes.Buffer
+		rep.WriteText(&b)
+		t.Fatal(b.String())
+	}
+	gw, err := desired.Compute(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(filepath.Join(dir, "state"), state.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Ensure(gw.Wants, false); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := cache.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := gobin.SourceDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "demo")
+	os.MkdirAll(filepath.Dir(out), 0o755)
+	epoch := int64(1767225600)
+	var log bytes.Buffer
+	if _, err := build.Build(ctx, build.Options{
+		SpecPath: "../../examples/demo.hcl", Site: site, Gateway: gw, State: st, Cache: ca,
+		Client: &apt.Client{Store: ca, Retries: 3}, OutDir: out, Epoch: &epoch, SourceDir: src, Log: &log, Version: "boot-test",
+	}); err != nil {
+		t.Fatalf("build: %v\n%s", err, log.String())
+	}
+	t.Logf("build:\n%s", log.String())
+
+	m, err := vm.Start(ctx, vm.Options{Out: out, DiskSize: 4 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(time.Minute)
+	console := func() string {
+		b, _ := os.ReadFile(m.ConsoleLog)
+		if len(b) > 6000 {
+			b = b[len(b)-6000:]
+		}
+		return string(b)
+	}
+
+	// Log in as the admin with appliance's deploy key, and accept only the
+	// host key the state holds: push pins the host the same way.
+	key, err := st.ReadFile("ssh/deploy_ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPub, _ := st.ReadFile("ssh/ssh_host_ed25519_key.pub")
+	host, _, _, _, err := ssh.ParseAuthorizedKey(hostPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &ssh.ClientConfig{User: site.Gateway.Admin.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(host), HostKeyAlgorithms: []string{ssh.KeyAlgoED25519}, Timeout: 20 * time.Second}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(m.SSHPort))
+	connect := func(within time.Duration) *ssh.Client {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			select {
+			case err := <-m.Done():
+				t.Fatalf("QEMU ended: %v\nconsole:\n%s", err, console())
+			default:
+			}
+			c, err := ssh.Dial("tcp", addr, cfg)
+			if err == nil {
+				return c
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no SSH login within %v (%v)\nconsole:\n%s", within, err, console())
+			}
+			time.Sleep(5 * time.Second)
+		}
+	}
+	run := func(c *ssh.Client, cmd string) (string, error) {
+		s, err := c.NewSession()
+		if err != nil {
+			return "", err
+		}
+		defer s.Close()
+		out, err := s.CombinedOutput(cmd)
+		return strings.TrimSpace(string(out)), err
+	}
+	started := time.Now()
+	c := connect(firstBootDeadline)
+	t.Logf("SSH login %v after boot start", time.Since(started).Round(time.Second))
+	checkRunning := func(c *ssh.Client) {
+		t.Helper()
+		state, _ := run(c, "systemctl is-system-running --wait")
+		if state != "running" {
+			failed, _ := run(c, "systemctl --failed --no-legend --plain")
+			journal, _ := run(c, "sudo journalctl -b -p warning --no-pager | tail -40")
+			t.Fatalf("systemctl is-system-running: %q; failed units:\n%s\njournal:\n%s", state, failed, journal)
+		}
+	}
+	checkRunning(c)
+	t.Logf("system running %v after boot start", time.Since(started).Round(time.Second))
+	firstBoots := func(c *ssh.Client) string {
+		n, err := run(c, "sudo grep -c '^appliance first boot: [0-9]' /var/log/appliance-firstboot.log")
+		if err != nil {
+			t.Fatalf("reading the first boot's log: %v %s", err, n)
+		}
+		return n
+	}
+	if n := firstBoots(c); n != "1" {
+		t.Errorf("the first boot ran %s times", n)
+	}
+	timing, _ := run(c, "sudo tail -1 /var/log/appliance-firstboot.log")
+	t.Logf("%s", timing)
+
+	// Every unit and port the modules name as a health check.
+	for _, chk := range gw.Modules.Checks() {
+		switch chk.Kind {
+		case "unit":
+			if out, err := run(c, "systemctl is-active "+chk.Unit); err != nil || out != "active" {
+				t.Errorf("%s: %s is %q", chk.Name, chk.Unit, out)
+			}
+		case "tcp":
+			if out, err := run(c, fmt.Sprintf("timeout 5 bash -c '</dev/tcp/127.0.0.1/%d'", chk.Port)); err != nil {
+				t.Errorf("%s: port %d: %v %s", chk.Name, chk.Port, err, out)
+			}
+		}
+	}
+	// The broker and Nginx answer TLS with the site's certificates, through
+	// QEMU's forwarded ports.
+	pool := x509.NewCertPool()
+	caPEM, _ := st.ReadFile("pki/ca.crt")
+	pool.AppendCertsFromPEM(caPEM)
+	crt, _ := st.ReadFile("pki/issued/ingest.crt")
+	keyPEM, _ := st.ReadFile("pki/issued/ingest.key")
+	pair, _ := tls.X509KeyPair(crt, keyPEM)
+	for name, port := range map[string]int{"mqtt": m.MQTTPort, "https": m.HTTPSPort} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 20 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			&tls.Config{RootCAs: pool, ServerName: site.Gateway.Hostname, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Errorf("%s over TLS: %v", name, err)
+			continue
+		}
+		conn.Close()
+	}
+	if t.Failed() {
+		return
+	}
+
+	// A second boot runs no first boot again.
+	run(c, "sudo systemctl reboot")
+	c.Close()
+	time.Sleep(10 * time.Second)
+	rebooted := time.Now()
+	c = connect(10 * time.Minute)
+	defer c.Close()
+	checkRunning(c)
+	t.Logf("second boot: running %v after reboot", time.Since(rebooted).Round(time.Second))
+	if n := firstBoots(c); n != "1" {
+		t.Errorf("after a reboot the first boot has run %s times", n)
+	}
+}

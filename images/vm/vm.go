@@ -1,0 +1,226 @@
+// Package vm boots a qemu-arm64 gateway image under qemu-system-aarch64:
+// for appliance vm, and for the boot test. The image stays as it was
+// built; the VM runs on a working copy beside it, enlarged so the first
+// boot has a card's worth of room to grow into.
+package vm
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/appliance/appliance/images/build"
+	"github.com/appliance/appliance/images/sparse"
+)
+
+// Options say which build to boot and how.
+type Options struct {
+	// Out is the build's output folder (out/SITE).
+	Out string
+	// DiskSize is the working disk's size; 8 GiB when 0.
+	DiskSize int64
+	// Fresh starts from the built image again, dropping the working disk.
+	Fresh bool
+	// Host ports forwarded to the gateway's SSH, MQTT and HTTPS; 0 picks
+	// a free port.
+	SSHPort, MQTTPort, HTTPSPort int
+	// Memory in MiB (2048 when 0) and CPUs (up to 4 of the host's).
+	Memory, CPUs int
+	// Console receives the serial console, besides console.log.
+	Console io.Writer
+}
+
+// VM is a running gateway.
+type VM struct {
+	Info                         *build.Info
+	SSHPort, MQTTPort, HTTPSPort int
+	Accel                        string
+	ConsoleLog                   string
+	cmd                          *exec.Cmd
+	qmp                          string
+	done                         chan error
+}
+
+// Start boots the build in out.
+func Start(ctx context.Context, opt Options) (*VM, error) {
+	info, err := build.ReadInfo(opt.Out)
+	if err != nil {
+		return nil, fmt.Errorf("%s holds no build (%v); run appliance build first", opt.Out, err)
+	}
+	if info.Board != "qemu-arm64" {
+		return nil, fmt.Errorf("%s is a %s image; appliance vm boots qemu-arm64 images only", opt.Out, info.Board)
+	}
+	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
+		return nil, errors.New("qemu-system-aarch64 is not installed; install Debian's qemu-system-arm")
+	}
+	work := filepath.Join(opt.Out, "vm")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, err
+	}
+	disk := filepath.Join(work, "disk.img")
+	img := filepath.Join(opt.Out, build.ImageName)
+	size := opt.DiskSize
+	if size == 0 {
+		size = 8 << 30
+	}
+	// A new build means a new gateway: start from its image.
+	if fresh, err := needsCopy(disk, img); err != nil {
+		return nil, err
+	} else if fresh || opt.Fresh {
+		if err := sparse.Copy(disk+".tmp", img, size); err != nil {
+			return nil, fmt.Errorf("copying the image: %w", err)
+		}
+		if err := os.Rename(disk+".tmp", disk); err != nil {
+			return nil, err
+		}
+	}
+	v := &VM{Info: info, done: make(chan error, 1), ConsoleLog: filepath.Join(work, "console.log"), qmp: filepath.Join(work, "qmp.sock")}
+	for _, p := range []struct {
+		dst *int
+		src int
+	}{{&v.SSHPort, opt.SSHPort}, {&v.MQTTPort, opt.MQTTPort}, {&v.HTTPSPort, opt.HTTPSPort}} {
+		*p.dst = p.src
+		if *p.dst == 0 {
+			if *p.dst, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	cmdline, err := os.ReadFile(filepath.Join(opt.Out, "boot", "cmdline.txt"))
+	if err != nil {
+		return nil, err
+	}
+	mem := opt.Memory
+	if mem == 0 {
+		mem = 2048
+	}
+	cpus := opt.CPUs
+	if cpus == 0 {
+		cpus = min(4, runtime.NumCPU())
+	}
+	v.Accel = "tcg,thread=multi"
+	cpu := "cortex-a72"
+	if runtime.GOARCH == "arm64" {
+		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+			f.Close()
+			v.Accel, cpu = "kvm", "host"
+		}
+	}
+	os.Remove(v.qmp)
+	args := []string{
+		"-M", "virt", "-cpu", cpu, "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem), "-accel", v.Accel,
+		"-nographic", "-serial", "stdio", "-monitor", "none", "-qmp", "unix:" + v.qmp + ",server=on,wait=off",
+		"-kernel", filepath.Join(opt.Out, "boot", "vmlinuz"),
+		"-initrd", filepath.Join(opt.Out, "boot", "initrd.img"),
+		"-append", strings.TrimSpace(string(cmdline)),
+		"-drive", "file=" + disk + ",format=raw,if=none,id=disk0,cache=unsafe",
+		"-device", "virtio-blk-pci,drive=disk0",
+		"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:8883,hostfwd=tcp:127.0.0.1:%d-:443", v.SSHPort, v.MQTTPort, v.HTTPSPort),
+		"-device", "virtio-net-pci,netdev=net0",
+		"-device", "virtio-rng-pci",
+	}
+	logf, err := os.Create(v.ConsoleLog)
+	if err != nil {
+		return nil, err
+	}
+	v.cmd = exec.Command("qemu-system-aarch64", args...)
+	var out io.Writer = logf
+	if opt.Console != nil {
+		out = io.MultiWriter(logf, opt.Console)
+	}
+	v.cmd.Stdout, v.cmd.Stderr = out, out
+	v.cmd.Stdin = nil
+	if err := v.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	go func() { v.done <- v.cmd.Wait(); logf.Close() }()
+	return v, nil
+}
+
+// needsCopy reports whether the working disk is missing or older than
+// the image.
+func needsCopy(disk, img string) (bool, error) {
+	ii, err := os.Stat(img)
+	if err != nil {
+		return false, err
+	}
+	di, err := os.Stat(disk)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return di.ModTime().Before(ii.ModTime()), nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Done is closed with QEMU's exit.
+func (v *VM) Done() <-chan error { return v.done }
+
+// Stop asks the gateway to power off, as the power button would, and
+// kills QEMU if it has not ended within the grace period.
+func (v *VM) Stop(grace time.Duration) error {
+	if err := v.qmpCommand("system_powerdown"); err == nil {
+		select {
+		case err := <-v.done:
+			return err
+		case <-time.After(grace):
+		}
+	}
+	v.cmd.Process.Kill()
+	return <-v.done
+}
+
+// qmpCommand sends one command over QEMU's machine protocol.
+func (v *VM) qmpCommand(cmd string) error {
+	c, err := net.DialTimeout("unix", v.qmp, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadBytes('\n'); err != nil { // greeting
+		return err
+	}
+	for _, m := range []string{"qmp_capabilities", cmd} {
+		b, _ := json.Marshal(map[string]string{"execute": m})
+		if _, err := c.Write(append(b, '\n')); err != nil {
+			return err
+		}
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				return err
+			}
+			if strings.Contains(string(line), `"return"`) {
+				break
+			}
+			if strings.Contains(string(line), `"error"`) {
+				return fmt.Errorf("qmp %s: %s", m, line)
+			}
+		}
+	}
+	return nil
+}
