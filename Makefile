@@ -6,27 +6,32 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.com/appliance/appliance/cli.SourceDir=$(CURDIR)
 FUZZTIME ?= 20s
 
-.PHONY: all build demo test unit fuzz lint deps bench bench-ingest bench-disk bench-rootfs reproducible-ingest clean
+.PHONY: all build demo test unit fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-ingest clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/appliance ./cmd/appliance
 
-# Builds the demo site. The image builder has not landed yet, so this
-# stops after plan, which creates the site's state (CA, certificates,
-# keys) in examples/.appliance/demo.
+# Builds the demo site's gateway image into out/demo (state in
+# examples/.appliance/demo). The demo's Wi-Fi passphrase is a variable;
+# without APPLIANCE_VAR_wifi_psk a random one is used.
 demo: build
-	bin/appliance validate examples/demo.hcl
-	bin/appliance plan examples/demo.hcl
+	APPLIANCE_VAR_wifi_psk="$${APPLIANCE_VAR_wifi_psk:-$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" \
+		bin/appliance build examples/demo.hcl
 
-test: deps lint unit fuzz reproducible-ingest
+test: deps lint unit fuzz reproducible-ingest boot-test
 
 deps:
 	scripts/deps
 
 unit:
 	$(GO) test -count=1 ./...
+
+# Builds the demo site from Debian's archive and boots it under QEMU
+# (about ten minutes under emulation); time-boxed inside the test.
+boot-test:
+	$(GO) test -tags boottest -run '^TestBootDemo$$' -timeout 40m -count=1 -v ./images/vm
 
 # A short run of each fuzz target on top of its seed corpus.
 fuzz:
@@ -52,6 +57,13 @@ bench:
 bench-rootfs: deps
 	$(GO) build -o bin/bench-rootfs ./cmd/bench-rootfs
 	bin/bench-rootfs
+
+# A whole warm appliance build of the demo against mmdebstrap, mke2fs -d,
+# mkfs.vfat, sfdisk, dd and zstd making the same image (root; a few
+# minutes).
+bench-image: build deps
+	$(GO) build -o bin/bench-image ./cmd/bench-image
+	bin/bench-image
 
 # Ingest against mosquitto_sub on the same stream, through real mosquitto
 # and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.

@@ -38,7 +38,7 @@ appliance build --offline site.hcl                      # only the cache; say wh
 func runBuild(ctx context.Context, e *Env, args []string) error {
 	v := verbs["build"]
 	fs := newFlags(v)
-	out := fs.String("out", "", "output folder (default: out/SITE beside the spec)")
+	out := fs.String("out", "", "output folder (default: out/SITE in the current folder)")
 	offline := fs.Bool("offline", false, "use only the lock and the cache; no network")
 	stateFlag := addStateFlag(fs)
 	sf := addSpecFlags(fs)

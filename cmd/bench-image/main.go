@@ -1,0 +1,309 @@
+// Command bench-image times a whole warm `appliance build` of the demo
+// site against its peer, side by side on this machine, and prints wall
+// times, peak memory and the ratio. It is a benchmark, not a test: run it
+// with make bench-image, as root (mmdebstrap --mode=root needs it), with
+// Debian's archive reachable.
+//
+// Both sides start from the same downloaded .debs (the packages of
+// examples/demo.lock) and end with an SD card image, its compressed copy
+// and its checksum:
+//
+//   - appliance: bin/appliance build examples/demo.hcl into a fresh
+//     output folder (so nothing is skipped), with the cache warm: resolve
+//     from the lock, unpack from the cache, the site's files and
+//     programs, the ext4 and FAT file systems, the MBR image, bmap, zstd,
+//     SBOM and SHA256SUMS.
+//   - peer: mmdebstrap --mode=root --variant=extract with the same .debs
+//     in its apt cache (it still downloads the indexes), then mke2fs -t
+//     ext4 -d of its tree, mkfs.vfat and mcopy of the kernel and
+//     initramfs, sfdisk and dd into one image, zstd -1 -T0 and sha256sum.
+//     The peer does less: no dpkg database, no site configuration, no
+//     programs, no SBOM or bmap.
+//
+// An unchanged rebuild (appliance's "up to date") is timed too.
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/appliance/appliance/images/cache"
+	"github.com/appliance/appliance/images/rootfs"
+	"github.com/appliance/appliance/keys"
+)
+
+var (
+	bin      = flag.String("appliance", "bin/appliance", "the appliance binary to time")
+	specPath = flag.String("spec", "examples/demo.hcl", "the site to build")
+	lockPath = flag.String("lock", "examples/demo.lock", "the site's lock (its packages are the peer's)")
+	rounds   = flag.Int("rounds", 3, "how often to run every measurement; medians are compared")
+	work     = flag.String("work", "", "folder for state, outputs and the peer's trees (default: a new one under /var/tmp, removed at the end)")
+)
+
+func main() {
+	flag.Parse()
+	if err := bench(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-image:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	what  string
+	wall  time.Duration
+	rssKB int64
+}
+
+// timed runs a command and measures its wall time and peak memory (the
+// largest process of its tree, from wait4's rusage).
+func timed(what string, cmd *exec.Cmd) (result, error) {
+	// Flush what earlier runs left dirty first, so no run pays for the
+	// writeback of another.
+	syscall.Sync()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t := time.Now()
+	err := cmd.Run()
+	r := result{what: what, wall: time.Since(t)}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.rssKB = ru.Maxrss
+		}
+	}
+	if err != nil {
+		return r, fmt.Errorf("%s: %w\n%s", what, err, stderr.String())
+	}
+	return r, nil
+}
+
+// seq times a series of commands as one step: wall time summed, peak
+// memory the largest.
+func seq(what string, cmds ...*exec.Cmd) (result, error) {
+	total := result{what: what}
+	for _, c := range cmds {
+		r, err := timed(what, c)
+		if err != nil {
+			return total, err
+		}
+		total.wall += r.wall
+		total.rssKB = max(total.rssKB, r.rssKB)
+	}
+	return total, nil
+}
+
+func bench() error {
+	if os.Getuid() != 0 {
+		return fmt.Errorf("run as root: mmdebstrap --mode=root needs it")
+	}
+	for _, p := range []string{"mmdebstrap", "mke2fs", "mkfs.vfat", "mcopy", "sfdisk", "zstd"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return fmt.Errorf("%s is missing; run scripts/deps", p)
+		}
+	}
+	dir := *work
+	if dir == "" {
+		d, err := os.MkdirTemp("/var/tmp", "bench-image-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	env := append(os.Environ(), "SOURCE_DATE_EPOCH=1767225600", "APPLIANCE_VAR_wifi_psk=bench-image-passphrase")
+	build := func(out string) *exec.Cmd {
+		c := exec.Command(*bin, "build", "--state", filepath.Join(dir, "state"), "--out", out, *specPath)
+		c.Env = env
+		return c
+	}
+
+	// The first build fills the cache (downloads, unpacked packages, the
+	// gateway's programs): everything after it is warm.
+	fmt.Fprintln(os.Stderr, "warming the cache with a first build")
+	if _, err := timed("first build", build(filepath.Join(dir, "warm"))); err != nil {
+		return err
+	}
+	var info struct {
+		Kernel string `json:"kernel"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "warm", "build-info.json"))
+	if err != nil {
+		return err
+	}
+	json.Unmarshal(b, &info)
+	sizes, err := imageSizes(filepath.Join(dir, "warm", "gateway.img"))
+	if err != nil {
+		return err
+	}
+	peer, err := newPeer(dir, sizes, filepath.Join(dir, "warm", "boot"))
+	if err != nil {
+		return err
+	}
+
+	all := map[string][]result{}
+	order := []string{"appliance build (warm)", "appliance build (unchanged)", "peer: mmdebstrap warm", "peer: mke2fs -d", "peer: FAT, sfdisk, dd", "peer: zstd, sha256sum", "peer: total"}
+	for r := 1; r <= *rounds; r++ {
+		fmt.Fprintf(os.Stderr, "round %d of %d\n", r, *rounds)
+		out := filepath.Join(dir, fmt.Sprint("out-", r))
+		res, err := timed(order[0], build(out))
+		if err != nil {
+			return err
+		}
+		all[order[0]] = append(all[order[0]], res)
+		if res, err = timed(order[1], build(out)); err != nil {
+			return err
+		}
+		all[order[1]] = append(all[order[1]], res)
+		os.RemoveAll(out)
+
+		steps, err := peer.run(filepath.Join(dir, fmt.Sprint("peer-", r)))
+		if err != nil {
+			return err
+		}
+		total := result{what: "peer: total"}
+		for _, s := range steps {
+			all[s.what] = append(all[s.what], s)
+			total.wall += s.wall
+			total.rssKB = max(total.rssKB, s.rssKB)
+		}
+		all[total.what] = append(all[total.what], total)
+	}
+
+	fmt.Printf("\nthe demo's gateway image (%d packages, kernel %s, root %d MiB, boot %d MiB): %d rounds on %d cores\n\n",
+		len(peer.lock.Packages), info.Kernel, sizes.root>>20, sizes.boot>>20, *rounds, runtime.NumCPU())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "run\tmedian\tmin\tmax\tpeak RSS\n")
+	med := map[string]time.Duration{}
+	for _, what := range order {
+		rs := all[what]
+		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.wall, b.wall) })
+		m := rs[len(rs)/2]
+		med[what] = m.wall
+		var rss int64
+		for _, x := range rs {
+			rss = max(rss, x.rssKB)
+		}
+		fmt.Fprintf(tw, "%s\t%.2f s\t%.2f s\t%.2f s\t%d MB\n", what, m.wall.Seconds(), rs[0].wall.Seconds(), rs[len(rs)-1].wall.Seconds(), rss/1024)
+	}
+	tw.Flush()
+	fmt.Printf("\nratio of medians, peer / appliance (above 1: appliance is faster)\n")
+	fmt.Printf("  %-40s %6.2f s / %6.2f s = %5.2f\n", "warm image build", med["peer: total"].Seconds(), med[order[0]].Seconds(), med["peer: total"].Seconds()/med[order[0]].Seconds())
+	return nil
+}
+
+// sizes are the partitions of the image appliance built, so the peer
+// writes file systems of the same size.
+type sizes struct{ boot, root, bootStart int64 }
+
+func imageSizes(img string) (sizes, error) {
+	out, err := exec.Command("sfdisk", "--json", img).Output()
+	if err != nil {
+		return sizes{}, fmt.Errorf("sfdisk --json %s: %w", img, err)
+	}
+	var t struct {
+		PartitionTable struct {
+			Partitions []struct{ Start, Size int64 }
+		}
+	}
+	if err := json.Unmarshal(out, &t); err != nil || len(t.PartitionTable.Partitions) != 2 {
+		return sizes{}, fmt.Errorf("%s: not the two partitions of a gateway image", img)
+	}
+	p := t.PartitionTable.Partitions
+	return sizes{boot: p[0].Size * 512, root: p[1].Size * 512, bootStart: p[0].Start * 512}, nil
+}
+
+// peer is the conventional pipeline for the same image.
+type peer struct {
+	dir, keyring, debs, boot string
+	lock                     *rootfs.Lock
+	sz                       sizes
+}
+
+func newPeer(dir string, sz sizes, boot string) (*peer, error) {
+	l, err := rootfs.ReadLock(*lockPath)
+	if err != nil {
+		return nil, err
+	}
+	p := &peer{dir: dir, lock: l, sz: sz, boot: boot, keyring: filepath.Join(dir, "debian-archive.pgp"), debs: filepath.Join(dir, "apt-archives")}
+	b, err := keys.Read("debian-archive")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(p.keyring, b, 0o644); err != nil {
+		return nil, err
+	}
+	// apt's file names for the cached .debs, so mmdebstrap downloads
+	// none of them.
+	ca, err := cache.Default()
+	if err != nil {
+		return nil, err
+	}
+	os.MkdirAll(p.debs, 0o755)
+	for _, pk := range l.Packages {
+		name := fmt.Sprintf("%s_%s_%s.deb", pk.Name, strings.ReplaceAll(pk.Version, ":", "%3a"), pk.Architecture)
+		if err := os.Link(ca.Path("debs", pk.SHA256), filepath.Join(p.debs, name)); err != nil {
+			return nil, fmt.Errorf("the first build's .debs: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func (p *peer) run(dir string) ([]result, error) {
+	defer os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, pk := range p.lock.Packages {
+		names = append(names, pk.Name)
+	}
+	tree, root, boot, img := filepath.Join(dir, "tree"), filepath.Join(dir, "root.ext4"), filepath.Join(dir, "boot.vfat"), filepath.Join(dir, "gateway.img")
+	var res []result
+	step := func(what string, cmds ...*exec.Cmd) error {
+		fmt.Fprintf(os.Stderr, "  %s\n", what)
+		r, err := seq(what, cmds...)
+		res = append(res, r)
+		return err
+	}
+	if err := step("peer: mmdebstrap warm", exec.Command("mmdebstrap", "--quiet", "--mode=root", "--variant=extract", "--arch=arm64",
+		"--keyring="+p.keyring, "--include="+strings.Join(names, ","),
+		`--setup-hook=mkdir -p "$1/var/cache/apt/archives" && ln `+p.debs+`/*.deb "$1/var/cache/apt/archives/"`,
+		"trixie", tree,
+		"deb http://deb.debian.org/debian trixie main",
+		"deb http://deb.debian.org/debian-security trixie-security main")); err != nil {
+		return nil, err
+	}
+	if err := step("peer: mke2fs -d", exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-d", tree, root, fmt.Sprintf("%dk", p.sz.root>>10))); err != nil {
+		return nil, err
+	}
+	ptable := fmt.Sprintf("label: dos\n%d,%d,c\n%d,%d,83\n", p.sz.bootStart/512, p.sz.boot/512, (p.sz.bootStart+p.sz.boot)/512, p.sz.root/512)
+	sf := exec.Command("sfdisk", "--quiet", img)
+	sf.Stdin = strings.NewReader(ptable)
+	if err := step("peer: FAT, sfdisk, dd",
+		exec.Command("mkfs.vfat", "-C", boot, fmt.Sprint(p.sz.boot>>10)),
+		exec.Command("mcopy", "-i", boot, filepath.Join(p.boot, "vmlinuz"), filepath.Join(p.boot, "initrd.img"), filepath.Join(p.boot, "cmdline.txt"), "::/"),
+		exec.Command("truncate", "-s", fmt.Sprint(p.sz.bootStart+p.sz.boot+p.sz.root), img),
+		sf,
+		exec.Command("dd", "if="+boot, "of="+img, "bs=1M", "conv=sparse,notrunc", "oflag=seek_bytes", fmt.Sprint("seek=", p.sz.bootStart), "status=none"),
+		exec.Command("dd", "if="+root, "of="+img, "bs=1M", "conv=sparse,notrunc", "oflag=seek_bytes", fmt.Sprint("seek=", p.sz.bootStart+p.sz.boot), "status=none"),
+	); err != nil {
+		return nil, err
+	}
+	if err := step("peer: zstd, sha256sum",
+		exec.Command("zstd", "-1", "-T0", "-q", "-f", img, "-o", img+".zst"),
+		exec.Command("sha256sum", img, img+".zst"),
+	); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
