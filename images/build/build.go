@@ -207,7 +207,11 @@ func (b *builder) fetch(ctx context.Context) error {
 	if err := rootfs.Fetch(ctx, b.opt.Client, b.lock, b.opt.Cache, b.opt.Progress); err != nil {
 		return err
 	}
-	s.done("%d of %d packages were not in the cache (%s)", missing, len(b.lock.Packages), b.opt.Cache.Dir)
+	if missing == 0 {
+		s.done("none: all %d packages were in the cache (%s)", len(b.lock.Packages), b.opt.Cache.Dir)
+	} else {
+		s.done("%d of %d packages, into the cache (%s)", missing, len(b.lock.Packages), b.opt.Cache.Dir)
+	}
 	return nil
 }
 
