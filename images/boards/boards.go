@@ -212,11 +212,16 @@ func piBoot(c *Context, kernelName, soc string, firmware []string) ([]File, erro
 	var dtbs, overlays int
 	for _, e := range c.Tree.Entries() {
 		rel, ok := strings.CutPrefix(e.Path, dtbDir+"/")
-		if !ok || (e.Type != tree.Regular && e.Type != tree.Hardlink) {
+		if !ok || (e.Type != tree.Regular && e.Type != tree.Hardlink && e.Type != tree.Symlink) {
 			continue
 		}
+		// FAT has no links: a linked device tree or overlay is copied
+		// as its target's content, as the hooks' cp does.
 		content, err := resolve(c.Tree, e.Path)
 		if err != nil {
+			if e.Type == tree.Symlink {
+				continue // a link to a folder or to nothing
+			}
 			return nil, err
 		}
 		switch {

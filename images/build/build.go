@@ -348,7 +348,9 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 	}
 	b.info.Kernel, b.info.Cmdline, b.info.DiskID = kver, bctx.Cmdline, fmt.Sprintf("%08x", diskID)
 	img := filepath.Join(dir, ImageName)
-	if err := disk.Write(img, layout, boards.FATEntries(bootFiles, b.opt.Cache, mtime), root); err != nil {
+	// The bmap is made in the outputs step, alongside the image's other
+	// reads.
+	if err := disk.WriteImage(img, layout, boards.FATEntries(bootFiles, b.opt.Cache, mtime), root); err != nil {
 		return err
 	}
 	// QEMU boots the kernel and initramfs it is given; appliance vm and

@@ -34,7 +34,13 @@ type demo struct {
 // and the real Debian archive (the shared cache keeps later runs warm).
 func demoBuild(t *testing.T) *demo {
 	t.Helper()
-	site, rep := spec.Load("../../examples/demo.hcl", spec.Options{Environ: []string{"HOME=/nonexistent", "APPLIANCE_VAR_wifi_psk=build-test-passphrase"}})
+	return siteBuild(t, "../../examples/demo.hcl")
+}
+
+// siteBuild prepares a build of a spec with new state.
+func siteBuild(t *testing.T, specPath string) *demo {
+	t.Helper()
+	site, rep := spec.Load(specPath, spec.Options{Environ: []string{"HOME=/nonexistent", "APPLIANCE_VAR_wifi_psk=build-test-passphrase"}})
 	if rep.HasErrors() {
 		var b bytes.Buffer
 		rep.WriteText(&b)
@@ -62,7 +68,7 @@ func demoBuild(t *testing.T) *demo {
 	}
 	epoch := int64(1767225600)
 	return &demo{st: st, opt: build.Options{
-		SpecPath: "../../examples/demo.hcl", Site: site, Gateway: gw, State: st, Cache: ca,
+		SpecPath: specPath, Site: site, Gateway: gw, State: st, Cache: ca,
 		Client: &apt.Client{Store: ca, Retries: 3}, Epoch: &epoch, SourceDir: src, Version: "test",
 	}}
 }
@@ -77,6 +83,39 @@ func (d *demo) build(t *testing.T, out string) *build.Result {
 		t.Fatalf("build: %v\n%s", err, log.String())
 	}
 	return r
+}
+
+// table is a partition table as sfdisk --json reads it.
+type table struct {
+	Label, ID  string
+	Partitions []struct {
+		Start, Size int64
+		Type        string
+	}
+}
+
+func readTable(t *testing.T, img string) table {
+	t.Helper()
+	var out struct{ PartitionTable table }
+	if err := json.Unmarshal([]byte(run(t, "sfdisk", "--json", img)), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.PartitionTable
+}
+
+// loop gives partition i a read-only loop device of its own, by offset:
+// the partition nodes of a scanned loop device need udev, which
+// containers lack.
+func (pt table) loop(t *testing.T, img string, i int) string {
+	t.Helper()
+	if i >= len(pt.Partitions) {
+		t.Fatalf("%s has no partition %d: %+v", img, i+1, pt)
+	}
+	p := pt.Partitions[i]
+	dev := strings.TrimSpace(run(t, "losetup", "--find", "--show", "--read-only",
+		"--offset", fmt.Sprint(p.Start*512), "--sizelimit", fmt.Sprint(p.Size*512), img))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -106,17 +145,7 @@ func TestDemoImage(t *testing.T) {
 		t.Fatalf("sha256sum --check: %v\n%s", err, b)
 	}
 
-	var table struct {
-		PartitionTable struct {
-			Label, ID  string
-			Partitions []struct {
-				Start, Size int64
-				Type        string
-			}
-		}
-	}
-	json.Unmarshal([]byte(run(t, "sfdisk", "--json", img)), &table)
-	pt := table.PartitionTable
+	pt := readTable(t, img)
 	if pt.Label != "dos" || pt.ID != "0x"+r.Info.DiskID || len(pt.Partitions) != 2 ||
 		pt.Partitions[0].Start != 8192 || pt.Partitions[0].Type != "c" || pt.Partitions[1].Type != "83" {
 		t.Errorf("partition table: %+v", pt)
@@ -124,17 +153,7 @@ func TestDemoImage(t *testing.T) {
 	if !strings.Contains(r.Info.Cmdline, "root=PARTUUID="+r.Info.DiskID+"-02") {
 		t.Errorf("command line %q does not name the root partition", r.Info.Cmdline)
 	}
-
-	// Each partition gets its own loop device by offset: partition nodes
-	// of a scanned loop device need udev, which containers lack.
-	part := func(i int) string {
-		p := pt.Partitions[i]
-		dev := strings.TrimSpace(run(t, "losetup", "--find", "--show", "--read-only",
-			"--offset", fmt.Sprint(p.Start*512), "--sizelimit", fmt.Sprint(p.Size*512), img))
-		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-		return dev
-	}
-	boot, root := part(0), part(1)
+	boot, root := pt.loop(t, img, 0), pt.loop(t, img, 1)
 	run(t, "e2fsck", "-fn", root)
 	run(t, "fsck.vfat", "-n", boot)
 	mnt := t.TempDir()

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/appliance/appliance/images/disk"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/sbom"
 	"github.com/appliance/appliance/images/sparse"
@@ -116,7 +117,14 @@ func (b *builder) outputs(dir string) error {
 	s := b.step("outputs")
 	img := filepath.Join(dir, ImageName)
 	sums := map[string]Output{}
+	// The bmap, the checksum and the compressed copy each read the
+	// image; together they keep both cores busy.
+	bmapDone := make(chan error, 1)
+	go func() { bmapDone <- disk.WriteBmap(img) }()
 	imgOut, zstOut, err := hashAndCompress(img, img+".zst")
+	if berr := <-bmapDone; berr != nil {
+		return berr
+	}
 	if err != nil {
 		return fmt.Errorf("compressing: %w", err)
 	}

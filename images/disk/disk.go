@@ -66,7 +66,16 @@ func (l Layout) RootPartUUID() string { return mbr.PartUUID(l.DiskID, 2) }
 // Write writes the image to path, replacing it, and its bmap to
 // path+".bmap". The image is sparse: only the blocks the writers wrote
 // take space, and only they are in the bmap.
-func Write(path string, l Layout, boot []fat.Entry, root []ext4.Entry) (err error) {
+func Write(path string, l Layout, boot []fat.Entry, root []ext4.Entry) error {
+	if err := WriteImage(path, l, boot, root); err != nil {
+		return err
+	}
+	return WriteBmap(path)
+}
+
+// WriteImage writes the image alone, for callers that make its bmap
+// later, alongside other reads of the image.
+func WriteImage(path string, l Layout, boot []fat.Entry, root []ext4.Entry) (err error) {
 	parts := l.Partitions()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -94,17 +103,23 @@ func Write(path string, l Layout, boot []fat.Entry, root []ext4.Entry) (err erro
 	if err := ext4.Write(io.NewOffsetWriter(f, parts[1].Start), root, ro); err != nil {
 		return fmt.Errorf("disk: root partition: %w", err)
 	}
-	return writeBmap(f, path+".bmap")
+	return nil
 }
 
-func writeBmap(img *os.File, path string) error {
-	out, err := os.Create(path)
+// WriteBmap writes the bmap of the image at path to path+".bmap".
+func WriteBmap(path string) error {
+	img, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("disk: %w", err)
+	}
+	defer img.Close()
+	out, err := os.Create(path + ".bmap")
 	if err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
 	if err := bmap.Write(out, img); err != nil {
 		out.Close()
-		return fmt.Errorf("disk: %s: %w", path, err)
+		return fmt.Errorf("disk: %s.bmap: %w", path, err)
 	}
 	if err := out.Close(); err != nil {
 		return fmt.Errorf("disk: %w", err)
