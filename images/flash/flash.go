@@ -88,7 +88,9 @@ func mountedOn(disk string) (string, error) {
 }
 
 // Flash writes image to device by its bmap (image + ".bmap") and reads
-// every written range back to check it.
+// every written range back to check it. Blocks the bmap does not map
+// keep what the card held, but for its first and last MiB, which are
+// zeroed so that no old partition table survives.
 func Flash(image, device string, opt Options) error {
 	if !opt.Force {
 		if err := Check(device); err != nil {
@@ -154,6 +156,20 @@ func Flash(image, device string, opt Options) error {
 			return fmt.Errorf("%s does not match its bmap at blocks %d-%d: the image is damaged; build it again", image, r.First, r.Last)
 		}
 	}
+	// A card that held another system may carry a GPT, whose backup
+	// header at the card's end outlives a new MBR, and other signatures
+	// near its start: tools would take the card for what it was. The
+	// first and last MiB are zeroed; the image's own blocks follow.
+	end, err := out.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	clear(buf)
+	for _, at := range []int64{0, max(0, end-wipe)} {
+		if _, err := out.WriteAt(buf[:min(wipe, end)], at); err != nil {
+			return fmt.Errorf("writing %s: %w", device, err)
+		}
+	}
 	write := progress("write")
 	for _, r := range m.Ranges {
 		from, to := r.First*m.BlockSize, min((r.Last+1)*m.BlockSize, m.ImageSize)
@@ -187,6 +203,9 @@ func Flash(image, device string, opt Options) error {
 	}
 	return nil
 }
+
+// wipe is how much of each end of the card is zeroed before writing.
+const wipe = 1 << 20
 
 // rangeSum hashes one range of the map as f holds it.
 func rangeSum(f *os.File, r bmap.Range, m *bmap.Map, buf []byte, progress func(int64)) ([32]byte, error) {

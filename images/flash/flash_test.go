@@ -56,8 +56,9 @@ func mapOf(t *testing.T, img string) *bmap.Map {
 }
 
 // TestFlashFile flashes onto a file filled with a pattern: every mapped
-// block then equals the image, and every unmapped block still holds the
-// pattern — only what the bmap maps was written.
+// block then equals the image, the card's first and last MiB are zeroed
+// (no old partition table survives), and every other unmapped block
+// still holds the pattern — only what the bmap maps was written.
 func TestFlashFile(t *testing.T) {
 	img := image(t)
 	m := mapOf(t, img)
@@ -87,12 +88,16 @@ func TestFlashFile(t *testing.T) {
 			mapped[b] = true
 		}
 	}
+	zero := make([]byte, m.BlockSize)
 	for b := 0; b*int(m.BlockSize) < len(want); b++ {
 		lo, hi := b*int(m.BlockSize), min((b+1)*int(m.BlockSize), len(want))
-		if mapped[b] && !bytes.Equal(got[lo:hi], want[lo:hi]) {
+		wiped := lo < wipe || hi > len(got)-wipe
+		switch {
+		case mapped[b] && !bytes.Equal(got[lo:hi], want[lo:hi]):
 			t.Fatalf("mapped block %d differs from the image", b)
-		}
-		if !mapped[b] && !bytes.Equal(got[lo:hi], pattern[lo:hi]) {
+		case !mapped[b] && wiped && !bytes.Equal(got[lo:hi], zero[:hi-lo]):
+			t.Fatalf("unmapped block %d, in the first or last MiB, was not zeroed", b)
+		case !mapped[b] && !wiped && !bytes.Equal(got[lo:hi], pattern[lo:hi]):
 			t.Fatalf("unmapped block %d was written", b)
 		}
 	}
