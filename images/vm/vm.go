@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/appliance/appliance/images/build"
@@ -141,6 +142,10 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 	}
 	v.cmd.Stdout, v.cmd.Stderr = out, out
 	v.cmd.Stdin = nil
+	// QEMU gets a process group of its own, so that the terminal's Ctrl-C
+	// reaches appliance, which powers the gateway off cleanly, and not
+	// QEMU, which would pull the plug; and it dies with appliance.
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := v.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
