@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/cache"
@@ -50,11 +49,7 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 		return err
 	}
 	// A build needs every variable: no partial load.
-	site, err := loadSite(e, path, sf, false)
-	if err != nil {
-		return err
-	}
-	gw, err := desired.Compute(site)
+	site, gw, err := loadGateway(e, path, sf, false)
 	if err != nil {
 		return err
 	}

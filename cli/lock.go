@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/rootfs"
@@ -46,11 +45,7 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 	}
 	// The packages do not depend on the nodes' variables: a lock needs
 	// none of them.
-	site, err := loadSite(e, path, sf, true)
-	if err != nil {
-		return err
-	}
-	gw, err := desired.Compute(site)
+	site, gw, err := loadGateway(e, path, sf, true)
 	if err != nil {
 		return err
 	}

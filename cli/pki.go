@@ -81,11 +81,7 @@ func runPKI(ctx context.Context, e *Env, args []string) error {
 
 // openSiteState reads the spec and opens its existing state.
 func openSiteState(e *Env, path string, sf *specFlags, stateFlag string) (*desired.Gateway, *state.Store, error) {
-	site, err := loadSite(e, path, sf, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	gw, err := desired.Compute(site)
+	site, gw, err := loadGateway(e, path, sf, true)
 	if err != nil {
 		return nil, nil, err
 	}

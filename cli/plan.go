@@ -43,11 +43,7 @@ func runPlan(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	site, err := loadSite(e, path, sf, true)
-	if err != nil {
-		return err
-	}
-	gw, err := desired.Compute(site)
+	site, gw, err := loadGateway(e, path, sf, true)
 	if err != nil {
 		return err
 	}

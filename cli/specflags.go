@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 
+	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
 	"github.com/spf13/pflag"
@@ -50,6 +51,20 @@ func loadSite(e *Env, path string, sf *specFlags, partial bool) (*spec.Site, err
 		return nil, errSilent
 	}
 	return site, nil
+}
+
+// loadGateway reads the spec and computes the gateway's desired state,
+// which every verb past validate starts from.
+func loadGateway(e *Env, path string, sf *specFlags, partial bool) (*spec.Site, *desired.Gateway, error) {
+	site, err := loadSite(e, path, sf, partial)
+	if err != nil {
+		return nil, nil, err
+	}
+	gw, err := desired.Compute(site)
+	if err != nil {
+		return nil, nil, err
+	}
+	return site, gw, nil
 }
 
 // stateFlag is --state, shared by the verbs that use the site's state.

@@ -209,4 +209,53 @@ func TestBootDemo(t *testing.T) {
 	if n := firstBoots(c); n != "1" {
 		t.Errorf("after a reboot the first boot has run %s times", n)
 	}
+
+	// A first boot that fails says so on the console and in the journal,
+	// leaves the system degraded, and is tried again on the next boot:
+	// a package whose postinst fails is unpacked and the first boot is
+	// made to run again.
+	const broken = `set -e
+d=$(mktemp -d); mkdir -p $d/DEBIAN
+printf 'Package: appliance-broken\nVersion: 1\nArchitecture: all\nMaintainer: test <t@example.org>\nDescription: fails to configure\n' > $d/DEBIAN/control
+printf '#!/bin/sh\necho broken postinst >&2\nexit 1\n' > $d/DEBIAN/postinst; chmod 755 $d/DEBIAN/postinst
+dpkg-deb --build $d /tmp/broken.deb >/dev/null
+sudo dpkg --unpack /tmp/broken.deb
+sudo rm /var/lib/appliance/firstboot.done`
+	if out, err := run(c, broken); err != nil {
+		t.Fatalf("preparing a failing first boot: %v\n%s", err, out)
+	}
+	reboot := func() *ssh.Client {
+		run(c, "sudo systemctl reboot")
+		c.Close()
+		time.Sleep(10 * time.Second)
+		return connect(10 * time.Minute)
+	}
+	c = reboot()
+	defer c.Close()
+	state, _ := run(c, "systemctl is-system-running --wait")
+	failedUnit, _ := run(c, "systemctl is-failed appliance-firstboot-check.service")
+	journal, _ := run(c, "sudo journalctl -b -u appliance-firstboot-check.service --no-pager")
+	if state != "degraded" || failedUnit != "failed" || !strings.Contains(journal, "appliance first boot failed") || !strings.Contains(journal, "appliance-broken") {
+		t.Errorf("after a failed first boot: system %q, check unit %q, its journal:\n%s", state, failedUnit, journal)
+	}
+	if all, _ := os.ReadFile(m.ConsoleLog); !strings.Contains(string(all), "appliance first boot FAILED") {
+		t.Errorf("the console does not show the failed first boot")
+	}
+	// The fix (here: a postinst that succeeds) is picked up by the next
+	// boot, which runs the first boot again and finishes it.
+	if out, err := run(c, "sudo sed -i 's/^exit 1$/exit 0/' /var/lib/dpkg/info/appliance-broken.postinst"); err != nil {
+		t.Fatalf("fixing the package: %v %s", err, out)
+	}
+	c = reboot()
+	defer c.Close()
+	checkRunning(c)
+	if n := firstBoots(c); n != "3" {
+		t.Errorf("the failed first boot was not retried exactly once: %s first boots", n)
+	}
+	if st, _ := run(c, "dpkg-query -W -f '${Status}' appliance-broken"); st != "install ok installed" {
+		t.Errorf("the retried first boot left the package %q", st)
+	}
+	if _, err := run(c, "test ! -e /var/lib/appliance/firstboot.failed"); err != nil {
+		t.Errorf("the failure marker outlived a successful first boot")
+	}
 }
