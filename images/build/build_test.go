@@ -15,13 +15,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/appliance/appliance/desired"
-	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/build"
-	"github.com/appliance/appliance/images/cache"
-	"github.com/appliance/appliance/images/gobin"
+	"github.com/appliance/appliance/images/build/buildtest"
 	"github.com/appliance/appliance/images/tree"
-	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
 )
 
@@ -40,37 +36,8 @@ func demoBuild(t *testing.T) *demo {
 // siteBuild prepares a build of a spec with new state.
 func siteBuild(t *testing.T, specPath string) *demo {
 	t.Helper()
-	site, rep := spec.Load(specPath, spec.Options{Environ: []string{"HOME=/nonexistent", "APPLIANCE_VAR_wifi_psk=build-test-passphrase"}})
-	if rep.HasErrors() {
-		var b bytes.Buffer
-		rep.WriteText(&b)
-		t.Fatal(b.String())
-	}
-	gw, err := desired.Compute(site)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := state.Open(filepath.Join(t.TempDir(), "state"), state.Options{Create: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Ensure(gw.Wants, false); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := cache.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := gobin.SourceDir("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	epoch := int64(1767225600)
-	return &demo{st: st, opt: build.Options{
-		SpecPath: specPath, Site: site, Gateway: gw, State: st, Cache: ca,
-		Client: &apt.Client{Store: ca, Retries: 3}, Epoch: &epoch, SourceDir: src, Version: "test",
-	}}
+	opt, st := buildtest.Options(t, specPath)
+	return &demo{st: st, opt: opt}
 }
 
 func (d *demo) build(t *testing.T, out string) *build.Result {

@@ -20,14 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appliance/appliance/desired"
-	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/build"
-	"github.com/appliance/appliance/images/cache"
-	"github.com/appliance/appliance/images/gobin"
+	"github.com/appliance/appliance/images/build/buildtest"
 	"github.com/appliance/appliance/images/vm"
-	"github.com/appliance/appliance/spec"
-	"github.com/appliance/appliance/state"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -39,40 +34,13 @@ func TestBootDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), firstBootDeadline+10*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	site, rep := spec.Load("../../examples/demo.hcl", spec.Options{Environ: []string{"HOME=/nonexistent", "APPLIANCE_VAR_wifi_psk=boot-test-passphrase"}})
-	if rep.HasErrors() {
-		var b bytes.Buffer
-		rep.WriteText(&b)
-		t.Fatal(b.String())
-	}
-	gw, err := desired.Compute(site)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := state.Open(filepath.Join(dir, "state"), state.Options{Create: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Ensure(gw.Wants, false); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := cache.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := gobin.SourceDir("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	opt, st := buildtest.Options(t, "../../examples/demo.hcl")
+	site, gw := opt.Site, opt.Gateway
 	out := filepath.Join(dir, "out", "demo")
 	os.MkdirAll(filepath.Dir(out), 0o755)
-	epoch := int64(1767225600)
 	var log bytes.Buffer
-	if _, err := build.Build(ctx, build.Options{
-		SpecPath: "../../examples/demo.hcl", Site: site, Gateway: gw, State: st, Cache: ca,
-		Client: &apt.Client{Store: ca, Retries: 3}, OutDir: out, Epoch: &epoch, SourceDir: src, Log: &log, Version: "boot-test",
-	}); err != nil {
+	opt.OutDir, opt.Log, opt.Version = out, &log, "boot-test"
+	if _, err := build.Build(ctx, opt); err != nil {
 		t.Fatalf("build: %v\n%s", err, log.String())
 	}
 	t.Logf("build:\n%s", log.String())
