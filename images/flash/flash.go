@@ -8,6 +8,7 @@ package flash
 import (
 	"bufio"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,6 +33,9 @@ type Options struct {
 // that are not removable. A regular file is always fine.
 func Check(device string) error {
 	fi, err := os.Stat(device)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist; name the card's whole disk (lsblk lists the disks)", device)
+	}
 	if err != nil {
 		return err
 	}
@@ -117,13 +121,23 @@ func Flash(image, device string, opt Options) error {
 		return fmt.Errorf("%s is %d bytes, its bmap says %d: they are not of one build", image, fi.Size(), m.ImageSize)
 	}
 	out, err := os.OpenFile(device, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist; name the card's whole disk (lsblk lists the disks)", device)
+	}
 	if err != nil {
 		return err
 	}
 	defer out.Close()
 	if fi, err := out.Stat(); err != nil {
 		return err
-	} else if !fi.Mode().IsRegular() {
+	} else if fi.Mode().IsRegular() {
+		// A file stands for a card: it gets the image's size.
+		if fi.Size() < m.ImageSize {
+			if err := out.Truncate(m.ImageSize); err != nil {
+				return err
+			}
+		}
+	} else {
 		size, err := out.Seek(0, io.SeekEnd)
 		if err != nil {
 			return err

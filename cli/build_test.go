@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBuildFlashVM drives build, flash and vm as a user would: a build
+// of the demo, an unchanged rebuild, a build missing a variable, the
+// image flashed onto a file, and vm on a folder with no build.
+func TestBuildFlashVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the demo from Debian's archive (through the shared cache); -short skips it")
+	}
+	dir := t.TempDir()
+	stateDir, out := filepath.Join(dir, "state"), filepath.Join(dir, "out")
+	const secret = "cli-test-passphrase-7f3a"
+	env := append(os.Environ(), "APPLIANCE_VAR_wifi_psk="+secret, "SOURCE_DATE_EPOCH=1767225600")
+	build := func(env []string) (int, string, string) {
+		return run(t, env, "build", "--state", stateDir, "--out", out, "../examples/demo.hcl")
+	}
+	code, stdout, stderr := build(env)
+	if code != 0 || !strings.Contains(stdout, "gateway.img and its companions, built in") {
+		t.Fatalf("build: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if strings.Contains(stdout+stderr, secret) {
+		t.Errorf("the build printed the Wi-Fi passphrase")
+	}
+	for _, f := range []string{"gateway.img", "gateway.img.bmap", "gateway.img.zst", "SHA256SUMS", "sbom.cdx.json", "build-info.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("the build did not write %s: %v", f, err)
+		}
+	}
+	if code, stdout, stderr = build(env); code != 0 || !strings.Contains(stdout, "up to date") {
+		t.Errorf("unchanged rebuild: exit %d\n%s%s", code, stdout, stderr)
+	}
+	sums, _ := os.ReadFile(filepath.Join(out, "SHA256SUMS"))
+
+	// A build needs every variable; it stops before touching the outputs.
+	var noVar []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "APPLIANCE_VAR_") {
+			noVar = append(noVar, kv)
+		}
+	}
+	code, _, stderr = build(noVar)
+	if code != 1 || !strings.Contains(stderr, "wifi_psk") {
+		t.Errorf("a build without var.wifi_psk: exit %d, stderr:\n%s", code, stderr)
+	}
+	if now, _ := os.ReadFile(filepath.Join(out, "SHA256SUMS")); string(now) != string(sums) {
+		t.Errorf("a failed build changed the outputs")
+	}
+
+	card := filepath.Join(dir, "card.img")
+	code, _, stderr = run(t, env, "flash", filepath.Join(out, "gateway.img"), card)
+	if code != 1 || !strings.Contains(stderr, "does not exist") {
+		t.Errorf("flash onto a missing device: exit %d\n%s", code, stderr)
+	}
+	os.WriteFile(card, nil, 0o644)
+	code, stdout, stderr = run(t, env, "flash", filepath.Join(out, "gateway.img"), card)
+	if code != 0 || !strings.Contains(stdout, "checked back") {
+		t.Errorf("flash onto a file: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, phase := range []string{"check", "write", "verify"} {
+		if !strings.Contains(stderr, phase+":") {
+			t.Errorf("flash did not report its %s phase:\n%s", phase, stderr)
+		}
+	}
+	if a, b := fileSum(t, card), fileSum(t, filepath.Join(out, "gateway.img")); a != b {
+		t.Errorf("the flashed file is not the image: SHA-256 %s, the image's %s", a, b)
+	}
+
+	code, _, stderr = run(t, env, "vm", dir)
+	if code != 1 || !strings.Contains(stderr, "holds no build") || !strings.Contains(stderr, "appliance build") {
+		t.Errorf("vm on a folder without a build: exit %d\n%s", code, stderr)
+	}
+}
+
+func fileSum(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
