@@ -21,7 +21,9 @@
 //     -T0 and sha256sum: "peer: total". The peer does less: no dpkg
 //     database, no site configuration, no programs, no SBOM.
 //
-// An unchanged rebuild (appliance's "up to date") is timed too.
+// An unchanged rebuild (appliance's "up to date") is timed too. With
+// -peer=false only appliance is timed, to compare two of its versions
+// (-appliance) quickly.
 package main
 
 import (
@@ -49,6 +51,7 @@ var (
 	specPath = flag.String("spec", "examples/demo.hcl", "the site to build")
 	lockPath = flag.String("lock", "examples/demo.lock", "the site's lock (its packages are the peer's)")
 	rounds   = flag.Int("rounds", 3, "how often to run every measurement; medians are compared")
+	withPeer = flag.Bool("peer", true, "time the peer too (false: appliance alone, to compare two versions of it quickly)")
 	work     = flag.String("work", "", "folder for state, outputs and the peer's trees (default: a new one under /var/tmp, removed at the end)")
 )
 
@@ -146,9 +149,11 @@ func bench() error {
 	if err != nil {
 		return err
 	}
-	peer, err := newPeer(dir, sizes, filepath.Join(dir, "warm", "boot"))
-	if err != nil {
-		return err
+	var peer *peer
+	if *withPeer {
+		if peer, err = newPeer(dir, sizes, filepath.Join(dir, "warm", "boot")); err != nil {
+			return err
+		}
 	}
 
 	all := map[string][]result{}
@@ -166,6 +171,9 @@ func bench() error {
 		}
 		all[order[1]] = append(all[order[1]], res)
 		os.RemoveAll(out)
+		if peer == nil {
+			continue
+		}
 
 		steps, err := peer.run(filepath.Join(dir, fmt.Sprint("peer-", r)))
 		if err != nil {
@@ -185,8 +193,11 @@ func bench() error {
 		all[total.what] = append(all[total.what], total)
 	}
 
-	fmt.Printf("\nthe demo's gateway image (%d packages, kernel %s, root %d MiB, boot %d MiB): %d rounds on %d cores\n\n",
-		len(peer.lock.Packages), info.Kernel, sizes.root>>20, sizes.boot>>20, *rounds, runtime.NumCPU())
+	if peer == nil {
+		order = order[:2]
+	}
+	fmt.Printf("\nthe demo's gateway image (kernel %s, root %d MiB, boot %d MiB): %d rounds on %d cores\n\n",
+		info.Kernel, sizes.root>>20, sizes.boot>>20, *rounds, runtime.NumCPU())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "run\tmedian\tmin\tmax\tpeak RSS\n")
 	med := map[string]time.Duration{}
@@ -202,6 +213,9 @@ func bench() error {
 		fmt.Fprintf(tw, "%s\t%.2f s\t%.2f s\t%.2f s\t%d MB\n", what, m.wall.Seconds(), rs[0].wall.Seconds(), rs[len(rs)-1].wall.Seconds(), rss/1024)
 	}
 	tw.Flush()
+	if peer == nil {
+		return nil
+	}
 	ours := med[order[0]].Seconds()
 	fmt.Printf("\nratios of medians, peer / appliance (above 1: appliance is faster)\n")
 	fmt.Printf("  %-60s %6.2f s / %5.2f s = %5.2f\n", "peer's image alone vs appliance's whole build", med["peer: image"].Seconds(), ours, med["peer: image"].Seconds()/ours)

@@ -37,9 +37,20 @@ type Range struct {
 	SHA256      [32]byte
 }
 
-// Ranges returns f's mapped blocks: the file's data extents widened to
-// whole blocks, merged, and cut into ranges of at most 16 MiB.
+// Ranges returns f's mapped blocks, hashed: the file's data extents
+// widened to whole blocks, merged, and cut into ranges of at most 16 MiB.
 func Ranges(f *os.File) ([]Range, int64, error) {
+	split, size, err := Unhashed(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	return split, size, hashRanges(f, split, size)
+}
+
+// Unhashed returns f's mapped blocks as Ranges does, without their hashes, for
+// a caller that hashes them while it reads the file anyway; it also
+// returns f's size.
+func Unhashed(f *os.File) ([]Range, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, 0, err
@@ -75,6 +86,11 @@ func Ranges(f *os.File) ([]Range, int64, error) {
 			split = append(split, Range{First: first, Last: min(first+maxRange-1, r.Last)})
 		}
 	}
+	return split, size, nil
+}
+
+// hashRanges fills in the ranges' hashes, a few at once.
+func hashRanges(f *os.File, split []Range, size int64) error {
 	var (
 		wg      sync.WaitGroup
 		next    atomic.Int64
@@ -87,7 +103,7 @@ func Ranges(f *os.File) ([]Range, int64, error) {
 			for i := int(next.Add(1) - 1); i < len(split); i = int(next.Add(1) - 1) {
 				r := &split[i]
 				h := sha256.New()
-				from, to := r.First*BlockSize, min((r.Last+1)*BlockSize, size)
+				from, to := r.First*BlockSize, r.End(size)
 				if _, err := io.CopyBuffer(h, io.NewSectionReader(f, from, to-from), buf); err != nil {
 					errOnce.Do(func() { hashErr = fmt.Errorf("bmap: %s: %w", f.Name(), err) })
 					return
@@ -97,8 +113,12 @@ func Ranges(f *os.File) ([]Range, int64, error) {
 		})
 	}
 	wg.Wait()
-	return split, size, hashErr
+	return hashErr
 }
+
+// End is the byte offset just past r in a file of size bytes (the last
+// block may be short).
+func (r Range) End(size int64) int64 { return min((r.Last+1)*BlockSize, size) }
 
 // maxRange is the longest range written: 16 MiB.
 const maxRange = 4096

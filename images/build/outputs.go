@@ -17,7 +17,6 @@ import (
 	"github.com/appliance/appliance/images/disk"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/sbom"
-	"github.com/appliance/appliance/images/sparse"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -111,27 +110,28 @@ func sha256File(p string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-// outputs writes the compressed image, the SBOM and SHA256SUMS beside
-// the image and its bmap.
+// outputs writes the compressed image, the bmap, the SBOM and
+// SHA256SUMS beside the image.
 func (b *builder) outputs(dir string) error {
 	s := b.step("outputs")
 	img := filepath.Join(dir, ImageName)
 	sums := map[string]Output{}
-	// The bmap, the checksum and the compressed copy each read the
-	// image; together they keep both cores busy.
-	bmapDone := make(chan error, 1)
-	go func() { bmapDone <- disk.WriteBmap(img) }()
-	imgOut, zstOut, err := hashAndCompress(img, img+".zst")
-	if berr := <-bmapDone; berr != nil {
-		return berr
+	// The SBOM needs none of the image: it is written while the image is
+	// read.
+	sbomDone := make(chan error, 1)
+	go func() { sbomDone <- b.writeSBOM(filepath.Join(dir, SBOMName)) }()
+	d, zst, err := digestAndCompress(img, img+".zst")
+	if serr := <-sbomDone; err == nil && serr != nil {
+		err = fmt.Errorf("SBOM: %w", serr)
 	}
 	if err != nil {
-		return fmt.Errorf("compressing: %w", err)
+		return err
 	}
-	sums[ImageName], sums[ImageName+".zst"] = imgOut, zstOut
-	if err := b.writeSBOM(filepath.Join(dir, SBOMName)); err != nil {
-		return fmt.Errorf("SBOM: %w", err)
+	if err := os.WriteFile(img+".bmap", []byte(d.Bmap), 0o644); err != nil {
+		return err
 	}
+	sums[ImageName] = Output{Name: ImageName, Size: d.Size, SHA256: hex.EncodeToString(d.SHA256[:])}
+	sums[ImageName+".zst"] = zst
 	var names []string
 	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
@@ -169,88 +169,70 @@ func (b *builder) outputs(dir string) error {
 	return nil
 }
 
-// hashAndCompress hashes the image and writes a zstd copy of it (hashed
-// as it is written) for download and storage. The host's zstd, when
-// there is one, compresses twice as fast as Go's; the image is hashed
-// meanwhile on the other core.
-func hashAndCompress(src, dst string) (img, zst Output, err error) {
-	if _, lerr := exec.LookPath("zstd"); lerr != nil {
-		return hashAndCompressGo(src, dst)
+// digestAndCompress digests the image (disk.DigestImage: its checksum
+// and bmap) and writes a zstd copy at dst for download and storage,
+// hashed as it is written. The host's zstd, when there is one,
+// compresses twice as fast as Go's; it reads the image itself, on both
+// cores, while the digest reads it once more — measured, that beats
+// piping one read through to zstd by a quarter. Without it the build
+// falls back to Go's zstd, fed by the digest's one read.
+func digestAndCompress(src, dst string) (*disk.Digest, Output, error) {
+	if _, err := exec.LookPath("zstd"); err != nil {
+		return digestAndCompressGo(src, dst)
 	}
-	type result struct {
-		o   Output
-		err error
-	}
-	imgc := make(chan result, 1)
-	go func() {
-		sum, size, err := sha256File(src)
-		imgc <- result{Output{Name: filepath.Base(src), Size: size, SHA256: sum}, err}
-	}()
 	out, err := os.Create(dst)
 	if err != nil {
-		return img, zst, err
+		return nil, Output{}, err
 	}
 	defer out.Close()
 	zh := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(out, zh)}
+	// -1: a build is on the critical path of every edit; the copy is
+	// for moving the image, and its holes shrink to nothing at any level.
 	cmd := exec.Command("zstd", "-1", "-T0", "-q", "-c", src)
 	cmd.Stdout = cw
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return img, zst, fmt.Errorf("zstd: %v: %s", err, stderr.String())
+	if err := cmd.Start(); err != nil {
+		return nil, Output{}, fmt.Errorf("zstd: %w", err)
 	}
-	r := <-imgc
-	if r.err != nil {
-		return img, zst, r.err
+	d, derr := disk.DigestImage(src, nil)
+	if err := cmd.Wait(); err != nil {
+		return nil, Output{}, fmt.Errorf("compressing the image: zstd: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	zst = Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
-	return r.o, zst, out.Close()
+	if derr != nil {
+		return nil, Output{}, derr
+	}
+	zst := Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
+	return d, zst, out.Close()
 }
 
-// hashAndCompressGo reads the image once: it hashes it and writes a zstd
-// copy (hashed as it is written). The image is sparse; its holes are fed
-// as zeros without reading them.
-func hashAndCompressGo(src, dst string) (img, zst Output, err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return img, zst, err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return img, zst, err
-	}
+// digestAndCompressGo is digestAndCompress with Go's zstd.
+func digestAndCompressGo(src, dst string) (*disk.Digest, Output, error) {
 	out, err := os.Create(dst)
 	if err != nil {
-		return img, zst, err
+		return nil, Output{}, err
 	}
 	defer out.Close()
 	zh := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(out, zh), 4<<20)
 	cw := &countWriter{w: bw}
-	// The fastest level: a build is on the critical path of every edit;
-	// the copy is for moving the image, and its holes shrink to nothing
-	// at any level.
 	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 	if err != nil {
-		return img, zst, err
+		return nil, Output{}, err
 	}
-	ih := sha256.New()
-	sink := io.MultiWriter(ih, enc)
-	if err := sparse.WriteTo(sink, in, fi.Size()); err != nil {
-		enc.Close()
-		return img, zst, err
+	d, err := disk.DigestImage(src, enc)
+	if cerr := enc.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("compressing the image: %w", cerr)
 	}
-	if err := enc.Close(); err != nil {
-		return img, zst, err
+	if err != nil {
+		return nil, Output{}, err
 	}
 	if err := bw.Flush(); err != nil {
-		return img, zst, err
+		return nil, Output{}, err
 	}
-	img = Output{Name: filepath.Base(src), Size: fi.Size(), SHA256: hex.EncodeToString(ih.Sum(nil))}
-	zst = Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
-	return img, zst, out.Close()
+	zst := Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
+	return d, zst, out.Close()
 }
 
 type countWriter struct {

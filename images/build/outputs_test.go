@@ -5,40 +5,57 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/appliance/appliance/images/bmap"
+	"github.com/appliance/appliance/images/disk"
 )
 
-// TestHashAndCompress checks both ways of making the compressed copy —
+// TestDigestAndCompress checks both ways of making the compressed copy —
 // the host's zstd and the Go fallback — against zstd -d: each copy
 // decompresses to the image, and the recorded digests are the files'.
-func TestHashAndCompress(t *testing.T) {
+// The bmap made in the same pass equals the one bmap makes reading the
+// file on its own (itself checked against bmaptool's).
+func TestDigestAndCompress(t *testing.T) {
 	if _, err := exec.LookPath("zstd"); err != nil {
 		t.Fatal("zstd is not installed; run scripts/deps")
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "gateway.img")
 	want := make([]byte, 48<<20)
-	for _, off := range []int{0, 9 << 20, 30 << 20, len(want) - 4096} {
-		rand.Read(want[off : off+4096])
-	}
+	// Small runs of data, and one long run that spans several chunks
+	// and two bmap ranges, one of them ending mid-block.
+	runs := [][2]int{{0, 4096}, {9 << 20, 4096}, {12 << 20, 20<<20 + 1000}, {40 << 20, 100}, {len(want) - 4096, 4096}}
 	f, _ := os.Create(img)
 	f.Truncate(int64(len(want)))
-	for _, off := range []int{0, 9 << 20, 30 << 20, len(want) - 4096} {
-		f.WriteAt(want[off:off+4096], int64(off))
+	for _, r := range runs {
+		rand.Read(want[r[0] : r[0]+r[1]])
+		f.WriteAt(want[r[0]:r[0]+r[1]], int64(r[0]))
+	}
+	f.Close()
+	var wantBmap strings.Builder
+	f, _ = os.Open(img)
+	if err := bmap.Write(&wantBmap, f); err != nil {
+		t.Fatal(err)
 	}
 	f.Close()
 	sum := sha256.Sum256(want)
-	for name, fn := range map[string]func(string, string) (Output, Output, error){"host zstd": hashAndCompress, "Go": hashAndCompressGo} {
+	for name, fn := range map[string]func(string, string) (*disk.Digest, Output, error){"host zstd": digestAndCompress, "Go": digestAndCompressGo} {
 		zst := filepath.Join(dir, name+".zst")
-		imgOut, zstOut, err := fn(img, zst)
+		d, zstOut, err := fn(img, zst)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if imgOut.SHA256 != hex.EncodeToString(sum[:]) || imgOut.Size != int64(len(want)) {
-			t.Errorf("%s: image recorded as %+v", name, imgOut)
+		if d.SHA256 != sum || d.Size != int64(len(want)) {
+			t.Errorf("%s: image recorded as %d bytes, %x", name, d.Size, d.SHA256)
+		}
+		if d.Bmap != wantBmap.String() {
+			t.Errorf("%s: bmap made while digesting:\n%s\nbmap made alone:\n%s", name, d.Bmap, wantBmap.String())
 		}
 		b, _ := os.ReadFile(zst)
 		zs := sha256.Sum256(b)
@@ -53,4 +70,28 @@ func TestHashAndCompress(t *testing.T) {
 			t.Errorf("%s: the copy decompresses to %d bytes that are not the image", name, len(out))
 		}
 	}
+}
+
+// TestDigestCompressorFails: a compressor that fails ends the digest with
+// its error rather than hanging or leaving it unsaid.
+func TestDigestCompressorFails(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "gateway.img")
+	data := make([]byte, 40<<20)
+	rand.Read(data)
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := disk.DigestImage(img, &failAfter{n: 5 << 20})
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("DigestImage with a failing compressor: %v", err)
+	}
+}
+
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n -= len(p); f.n < 0 {
+		return 0, errors.New("disk full")
+	}
+	return len(p), nil
 }

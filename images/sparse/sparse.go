@@ -1,10 +1,9 @@
-// Package sparse reads and copies sparse files — disk images are mostly
-// holes — touching only the ranges that hold data.
+// Package sparse finds the data in sparse files — disk images are mostly
+// holes — and copies them touching only the ranges that hold data.
 package sparse
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -33,43 +32,6 @@ func Data(f *os.File, size int64) ([]Range, error) {
 		off = hole
 	}
 	return out, nil
-}
-
-// WriteTo writes f's bytes, holes included, to w, reading only data.
-func WriteTo(w io.Writer, f *os.File, size int64) error {
-	ranges, err := Data(f, size)
-	if err != nil {
-		return err
-	}
-	zeros := make([]byte, 1<<20)
-	buf := make([]byte, 4<<20)
-	var off int64
-	pad := func(to int64) error {
-		for off < to {
-			n := min(int64(len(zeros)), to-off)
-			if _, err := w.Write(zeros[:n]); err != nil {
-				return err
-			}
-			off += n
-		}
-		return nil
-	}
-	for _, r := range ranges {
-		if err := pad(r.Off); err != nil {
-			return err
-		}
-		for off < r.Off+r.Len {
-			n := min(int64(len(buf)), r.Off+r.Len-off)
-			if _, err := f.ReadAt(buf[:n], off); err != nil {
-				return err
-			}
-			if _, err := w.Write(buf[:n]); err != nil {
-				return err
-			}
-			off += n
-		}
-	}
-	return pad(size)
 }
 
 // Copy copies src to dst as a sparse file of size (at least src's size):
