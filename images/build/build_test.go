@@ -98,9 +98,9 @@ func run(t *testing.T, name string, args ...string) string {
 // system's own tools: the partition table, e2fsck and fsck.vfat, and a
 // read-only mount of the root compared entry by entry with the tree
 // (type, mode, owner, size, SHA-256 of content, symlink target);
-// bmaptool copies it by its bmap, checking every range. A second
-// build is bit-identical, a third is recognised as up to date, and a
-// failing build leaves the outputs as they were.
+// bmaptool copies its compressed copy by its bmap, checking every range.
+// A second build is bit-identical, a third is recognised as up to date,
+// and a failing build leaves the outputs as they were.
 func TestDemoImage(t *testing.T) {
 	d := demoBuild(t)
 	dir := t.TempDir()
@@ -112,10 +112,11 @@ func TestDemoImage(t *testing.T) {
 	if b, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("sha256sum --check: %v\n%s", err, b)
 	}
-	// bmaptool checks every range's checksum as it copies; the copy,
-	// holes and all, is the image.
+	// bmaptool decodes the compressed copy (frame after frame) and checks
+	// every range's checksum as it writes; the result, holes and all, is
+	// the image.
 	copied := filepath.Join(dir, "copy.img")
-	run(t, "bmaptool", "--quiet", "copy", "--bmap", img+".bmap", img, copied)
+	run(t, "bmaptool", "--quiet", "copy", "--bmap", img+".bmap", img+".zst", copied)
 	run(t, "cmp", img, copied)
 	os.Remove(copied)
 

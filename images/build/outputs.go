@@ -5,19 +5,22 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/appliance/appliance/images/bmap"
+	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/disk"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/sbom"
-	"github.com/klauspost/compress/zstd"
+	"github.com/appliance/appliance/images/zst"
 )
 
 // Output files in out/<site>/.
@@ -120,7 +123,7 @@ func (b *builder) outputs(dir string) error {
 	// read.
 	sbomDone := make(chan error, 1)
 	go func() { sbomDone <- b.writeSBOM(filepath.Join(dir, SBOMName)) }()
-	d, zst, err := digestAndCompress(img, img+".zst")
+	d, zstOut, zs, err := digestAndCompress(img, img+".zst", zst.Zstd(), b.opt.Cache)
 	if serr := <-sbomDone; err == nil && serr != nil {
 		err = fmt.Errorf("SBOM: %w", serr)
 	}
@@ -131,7 +134,7 @@ func (b *builder) outputs(dir string) error {
 		return err
 	}
 	sums[ImageName] = Output{Name: ImageName, Size: d.Size, SHA256: hex.EncodeToString(d.SHA256[:])}
-	sums[ImageName+".zst"] = zst
+	sums[ImageName+".zst"] = zstOut
 	var names []string
 	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
@@ -165,74 +168,69 @@ func (b *builder) outputs(dir string) error {
 	}
 	b.info.Go = runtime.Version()
 	b.info.SourceDateEpoch = b.opt.Epoch
-	s.done("%d files", len(names)+2)
+	// Frames no build has used for a month are of no more use.
+	zst.Prune(b.opt.Cache, 30*24*time.Hour)
+	s.done("%d files; compressed %d of the image's %d frames, %d came from the cache", len(names)+2, zs.Made, zs.Frames, zs.Frames-zs.Made)
 	return nil
 }
 
-// digestAndCompress digests the image (disk.DigestImage: its checksum
-// and bmap) and writes a zstd copy at dst for download and storage,
-// hashed as it is written. The host's zstd, when there is one,
-// compresses twice as fast as Go's; it reads the image itself, on both
-// cores, while the digest reads it once more — measured, that beats
-// piping one read through to zstd by a quarter. Without it the build
-// falls back to Go's zstd, fed by the digest's one read.
-func digestAndCompress(src, dst string) (*disk.Digest, Output, error) {
-	if _, err := exec.LookPath("zstd"); err != nil {
-		return digestAndCompressGo(src, dst)
+// digestAndCompress digests the image (disk.DigestRanges: its checksum
+// and bmap) and meanwhile writes its zstd copy at dst for download and
+// storage, hashed as it is written: frame by frame, each as soon as its
+// range's hash is known, from the cache where it can (see package zst).
+func digestAndCompress(src, dst string, comp *zst.Compressor, c *cache.Cache) (*disk.Digest, Output, zst.Stats, error) {
+	img, err := os.Open(src)
+	if err != nil {
+		return nil, Output{}, zst.Stats{}, err
+	}
+	defer img.Close()
+	ranges, size, err := bmap.Unhashed(img)
+	if err != nil {
+		return nil, Output{}, zst.Stats{}, err
 	}
 	out, err := os.Create(dst)
 	if err != nil {
-		return nil, Output{}, err
+		return nil, Output{}, zst.Stats{}, err
 	}
 	defer out.Close()
+
+	hashed := make([]chan struct{}, len(ranges))
+	for i := range hashed {
+		hashed[i] = make(chan struct{})
+	}
+	var (
+		d      *disk.Digest
+		derr   error
+		done   = make(chan struct{})
+		failed = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		d, derr = disk.DigestRanges(img, size, ranges, func(i int) { close(hashed[i]) })
+		if derr != nil {
+			close(failed)
+		}
+	}()
+	sum := func(i int) ([32]byte, error) {
+		select {
+		case <-hashed[i]:
+			return ranges[i].SHA256, nil
+		case <-failed:
+			return [32]byte{}, errors.New("the image was not digested")
+		}
+	}
 	zh := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(out, zh)}
-	// -1: a build is on the critical path of every edit; the copy is
-	// for moving the image, and its holes shrink to nothing at any level.
-	cmd := exec.Command("zstd", "-1", "-T0", "-q", "-c", src)
-	cmd.Stdout = cw
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return nil, Output{}, fmt.Errorf("zstd: %w", err)
-	}
-	d, derr := disk.DigestImage(src, nil)
-	if err := cmd.Wait(); err != nil {
-		return nil, Output{}, fmt.Errorf("compressing the image: zstd: %v: %s", err, strings.TrimSpace(stderr.String()))
-	}
+	st, zerr := zst.Write(cw, img, size, ranges, sum, comp, c)
+	<-done
 	if derr != nil {
-		return nil, Output{}, derr
+		return nil, Output{}, st, derr
 	}
-	zst := Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
-	return d, zst, out.Close()
-}
-
-// digestAndCompressGo is digestAndCompress with Go's zstd.
-func digestAndCompressGo(src, dst string) (*disk.Digest, Output, error) {
-	out, err := os.Create(dst)
-	if err != nil {
-		return nil, Output{}, err
+	if zerr != nil {
+		return nil, Output{}, st, fmt.Errorf("compressing the image: %w", zerr)
 	}
-	defer out.Close()
-	zh := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(out, zh), 4<<20)
-	cw := &countWriter{w: bw}
-	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
-	if err != nil {
-		return nil, Output{}, err
-	}
-	d, err := disk.DigestImage(src, enc)
-	if cerr := enc.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("compressing the image: %w", cerr)
-	}
-	if err != nil {
-		return nil, Output{}, err
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, Output{}, err
-	}
-	zst := Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
-	return d, zst, out.Close()
+	o := Output{Name: filepath.Base(dst), Size: cw.n, SHA256: hex.EncodeToString(zh.Sum(nil))}
+	return d, o, st, out.Close()
 }
 
 type countWriter struct {

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	gohash "hash"
-	"io"
 	"os"
 	"sync"
 
@@ -16,8 +15,9 @@ type Digest struct {
 	// Size and SHA256 are the image's.
 	Size   int64
 	SHA256 [32]byte
-	// Bmap is its bmap (bmaptool's format).
-	Bmap string
+	// Bmap is its bmap (bmaptool's format), of Ranges.
+	Bmap   string
+	Ranges []bmap.Range
 }
 
 // digestChunk is how much of the image moves through Digest at a time.
@@ -35,36 +35,28 @@ type chunk struct {
 	refs   sync.WaitGroup
 }
 
-// DigestImage reads the image at path once, in order, and from that one
-// read hashes it, makes its bmap and, unless compressed is nil, writes
-// every byte of it to compressed (which must not retain the slices it is
-// given).
+// DigestRanges reads the image f (size bytes, its data in ranges, from
+// bmap.Unhashed) once, in order, and from that one read hashes it and
+// each of its ranges, for its bmap. hashed(i), unless nil, is called
+// from another goroutine once ranges[i].SHA256 is set (ranges[i] must
+// not be read before), so that a caller can use each range as soon as
+// it is known.
 //
 // Only the image's data is read: its holes are fed as zeros from memory.
 // Reading a hole makes the kernel allocate and clear page cache for it,
 // which on a gateway image (a third of it holes) cost more than a second
 // of system time — more than the hashing.
-func DigestImage(path string, compressed io.Writer) (*Digest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("disk: %w", err)
-	}
-	defer f.Close()
-	ranges, size, err := bmap.Unhashed(f)
-	if err != nil {
-		return nil, fmt.Errorf("disk: %w", err)
-	}
-
-	// The checksum of the whole image, the ranges' checksums and the
-	// compressed copy each take a core's worth of work: each consumer
-	// runs on its own goroutine, and every chunk goes to all of them.
+func DigestRanges(f *os.File, size int64, ranges []bmap.Range, hashed func(i int)) (*Digest, error) {
+	// The checksum of the whole image and the ranges' checksums each take
+	// a core: each consumer runs on its own goroutine, and every chunk
+	// goes to both.
 	rangeHashes := make([]gohash.Hash, len(ranges))
 	image := sha256.New()
-	consumers := []func(c *chunk) error{
-		func(c *chunk) error { image.Write(c.buf); return nil },
-		func(c *chunk) error {
+	consumers := []func(c *chunk){
+		func(c *chunk) { image.Write(c.buf) },
+		func(c *chunk) {
 			if c.rng < 0 {
-				return nil
+				return
 			}
 			h := rangeHashes[c.rng]
 			if h == nil {
@@ -74,15 +66,11 @@ func DigestImage(path string, compressed io.Writer) (*Digest, error) {
 			h.Write(c.buf)
 			if c.last {
 				h.Sum(ranges[c.rng].SHA256[:0])
+				if hashed != nil {
+					hashed(c.rng)
+				}
 			}
-			return nil
 		},
-	}
-	if compressed != nil {
-		consumers = append(consumers, func(c *chunk) error {
-			_, err := compressed.Write(c.buf)
-			return err
-		})
 	}
 
 	const depth = 4 // chunks in flight per consumer
@@ -91,28 +79,18 @@ func DigestImage(path string, compressed io.Writer) (*Digest, error) {
 		free <- make([]byte, digestChunk)
 	}
 	zeros := make([]byte, digestChunk)
-	var (
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-		failed  = make(chan struct{})
-	)
-	fail := func(err error) {
-		errOnce.Do(func() { first = err; close(failed) })
-	}
+	var wg sync.WaitGroup
 	queues := make([]chan *chunk, len(consumers))
 	for i, consume := range consumers {
 		queues[i] = make(chan *chunk, depth)
 		wg.Go(func() {
 			for c := range queues[i] {
-				if err := consume(c); err != nil {
-					fail(err)
-				}
+				consume(c)
 				c.refs.Done()
 			}
 		})
 	}
-	send := func(c *chunk) bool {
+	send := func(c *chunk) {
 		c.refs.Add(len(queues))
 		for _, q := range queues {
 			q <- c
@@ -122,58 +100,40 @@ func DigestImage(path string, compressed io.Writer) (*Digest, error) {
 			// done with it.
 			go func() { c.refs.Wait(); free <- c.buf[:cap(c.buf)] }()
 		}
-		select {
-		case <-failed:
-			return false
-		default:
-			return true
-		}
 	}
 	// holes sends the zeros from off to end.
-	holes := func(off, end int64) bool {
+	holes := func(off, end int64) {
 		for ; off < end; off += digestChunk {
-			if !send(&chunk{buf: zeros[:min(digestChunk, end-off)], rng: -1}) {
-				return false
-			}
+			send(&chunk{buf: zeros[:min(digestChunk, end-off)], rng: -1})
 		}
-		return true
 	}
-	produce := func() {
+	produce := func() error {
 		var off int64
 		for i, r := range ranges {
 			from, to := r.First*bmap.BlockSize, r.End(size)
-			if !holes(off, from) {
-				return
-			}
+			holes(off, from)
 			for off = from; off < to; {
-				var buf []byte
-				select {
-				case buf = <-free:
-				case <-failed:
-					return
-				}
+				buf := <-free
 				buf = buf[:min(digestChunk, to-off)]
 				if _, err := f.ReadAt(buf, off); err != nil {
-					fail(fmt.Errorf("disk: %s: %w", path, err))
-					return
+					return fmt.Errorf("disk: %s: %w", f.Name(), err)
 				}
 				off += int64(len(buf))
-				if !send(&chunk{buf: buf, rng: i, last: off == to, pooled: true}) {
-					return
-				}
+				send(&chunk{buf: buf, rng: i, last: off == to, pooled: true})
 			}
 		}
 		holes(off, size)
+		return nil
 	}
-	produce()
+	err := produce()
 	for _, q := range queues {
 		close(q)
 	}
 	wg.Wait()
-	if first != nil {
-		return nil, first
+	if err != nil {
+		return nil, err
 	}
-	d := &Digest{Size: size, Bmap: bmap.Format(ranges, size)}
+	d := &Digest{Size: size, Bmap: bmap.Format(ranges, size), Ranges: ranges}
 	image.Sum(d.SHA256[:0])
 	return d, nil
 }
