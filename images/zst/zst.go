@@ -9,7 +9,9 @@
 // compresses only the ranges that changed: after an edit to the site, a
 // few ranges of at most 16 MiB instead of the whole image. Compressing
 // each range on its own costs next to nothing in size: at the level
-// used, zstd looks back no further than 512 KiB anyway.
+// used, zstd looks back no further than 512 KiB anyway. A cached frame
+// is kept with its SHA-256 and checked before use; a damaged one is made
+// again.
 package zst
 
 import (
@@ -103,11 +105,10 @@ type segment struct {
 	rng    int
 }
 
-// result is a segment's frame: in the cache at path, or in data.
+// result is a segment's frame.
 type result struct {
-	path string
-	data []byte
-	err  error
+	frame []byte
+	err   error
 }
 
 // Write writes the zstd copy of img (size bytes, mapped as ranges says)
@@ -170,19 +171,23 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 					results[i] <- result{err: err}
 					continue
 				}
-				p := c.Path(Kind, k)
-				if _, err := os.Stat(p); err == nil {
-					results[i] <- result{path: p}
+				if frame, ok := cached(c, k); ok {
+					results[i] <- result{frame: frame}
 					continue
 				}
 				var src io.Reader = io.NewSectionReader(img, s.off, s.n)
 				if s.hole {
 					src = io.LimitReader(zeros{}, s.n)
 				}
-				var frame bytes.Buffer
-				err = comp.compress(&frame, src, s.n)
+				// The cached file is the frame's SHA-256, then the frame.
+				var buf bytes.Buffer
+				buf.Write(make([]byte, sha256.Size))
+				err = comp.compress(&buf, src, s.n)
+				frame := buf.Bytes()[sha256.Size:]
 				if err == nil {
-					err = c.PutAt(Kind, k, frame.Bytes())
+					sum := sha256.Sum256(frame)
+					copy(buf.Bytes(), sum[:])
+					err = c.PutAt(Kind, k, buf.Bytes())
 				}
 				if err == nil {
 					mu.Lock()
@@ -190,7 +195,7 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 					stats.Compressed += s.n
 					mu.Unlock()
 				}
-				results[i] <- result{data: frame.Bytes(), err: err}
+				results[i] <- result{frame: frame, err: err}
 			}
 		})
 	}
@@ -206,30 +211,15 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 		}
 	}()
 	err := func() error {
-		now := time.Now()
 		for i := range segs {
 			r := <-results[i]
 			<-window
 			if r.err != nil {
 				return fmt.Errorf("compressing %d bytes at %d: %w", segs[i].n, segs[i].off, r.err)
 			}
-			if r.path == "" {
-				if _, err := w.Write(r.data); err != nil {
-					return err
-				}
-				continue
-			}
-			f, err := os.Open(r.path)
-			if err != nil {
+			if _, err := w.Write(r.frame); err != nil {
 				return err
 			}
-			_, err = io.Copy(w, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			// Used now: Prune keeps it.
-			os.Chtimes(r.path, now, now)
 		}
 		return nil
 	}()
@@ -238,6 +228,24 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 	// once the dispatcher closes work.
 	wg.Wait()
 	return stats, err
+}
+
+// cached returns the frame cached under key, if it is there and whole:
+// a damaged one is removed, to be made again.
+func cached(c *cache.Cache, key string) ([]byte, bool) {
+	p := c.Path(Kind, key)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, false
+	}
+	if len(b) < sha256.Size || sha256.Sum256(b[sha256.Size:]) != [sha256.Size]byte(b[:sha256.Size]) {
+		os.Remove(p)
+		return nil, false
+	}
+	// Used now: Prune keeps it.
+	now := time.Now()
+	os.Chtimes(p, now, now)
+	return b[sha256.Size:], true
 }
 
 type zeros struct{}

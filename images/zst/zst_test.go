@@ -122,6 +122,37 @@ func TestFramesAndCache(t *testing.T) {
 	}
 }
 
+// TestDamagedFrame: a cached frame that was damaged is not used but
+// made again.
+func TestDamagedFrame(t *testing.T) {
+	dir := t.TempDir()
+	img, want := image(t, dir)
+	c := &cache.Cache{Dir: filepath.Join(dir, "cache")}
+	compress(t, img, Zstd(), c)
+	var biggest string
+	var size int64
+	filepath.WalkDir(filepath.Join(c.Dir, Kind), func(p string, d os.DirEntry, err error) error {
+		if fi, err := os.Stat(p); err == nil && !d.IsDir() && fi.Size() > size {
+			biggest, size = p, fi.Size()
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(biggest)
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(biggest, b, 0o644)
+
+	z, st := compress(t, img, Zstd(), c)
+	if st.Made != 1 {
+		t.Errorf("after damaging a cached frame: %+v; want that one made again", st)
+	}
+	if got, _ := unzstd(t, z); !bytes.Equal(got, want) {
+		t.Errorf("the copy made with a damaged frame in the cache is not the image")
+	}
+	if _, st = compress(t, img, Zstd(), c); st.Made != 0 {
+		t.Errorf("the frame made again was not cached: %+v", st)
+	}
+}
+
 // TestCompressorFails: a failing compressor ends Write with its error —
 // no hang, no frame cached for what failed.
 func TestCompressorFails(t *testing.T) {
