@@ -47,9 +47,9 @@ func Ranges(f *os.File) ([]Range, int64, error) {
 	return split, size, hashRanges(f, split, size)
 }
 
-// Unhashed returns f's mapped blocks as Ranges does, without their hashes, for
-// a caller that hashes them while it reads the file anyway; it also
-// returns f's size.
+// Unhashed returns f's mapped blocks as Ranges does but without their
+// hashes, for a caller that hashes them while it reads the file anyway;
+// it also returns f's size.
 func Unhashed(f *os.File) ([]Range, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -118,7 +118,7 @@ func hashRanges(f *os.File, split []Range, size int64) error {
 
 // End is the byte offset just past r in a file of size bytes (the last
 // block may be short).
-func (r Range) End(size int64) int64 { return min((r.Last+1)*BlockSize, size) }
+func (r *Range) End(size int64) int64 { return min((r.Last+1)*BlockSize, size) }
 
 // maxRange is the longest range written: 16 MiB.
 const maxRange = 4096

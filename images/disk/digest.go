@@ -3,7 +3,6 @@ package disk
 import (
 	"crypto/sha256"
 	"fmt"
-	gohash "hash"
 	"os"
 	"sync"
 
@@ -50,22 +49,18 @@ func DigestRanges(f *os.File, size int64, ranges []bmap.Range, hashed func(i int
 	// The checksum of the whole image and the ranges' checksums each take
 	// a core: each consumer runs on its own goroutine, and every chunk
 	// goes to both.
-	rangeHashes := make([]gohash.Hash, len(ranges))
-	image := sha256.New()
+	image, rng := sha256.New(), sha256.New()
 	consumers := []func(c *chunk){
 		func(c *chunk) { image.Write(c.buf) },
+		// Chunks come in order, so one range is hashed at a time.
 		func(c *chunk) {
 			if c.rng < 0 {
 				return
 			}
-			h := rangeHashes[c.rng]
-			if h == nil {
-				h = sha256.New()
-				rangeHashes[c.rng] = h
-			}
-			h.Write(c.buf)
+			rng.Write(c.buf)
 			if c.last {
-				h.Sum(ranges[c.rng].SHA256[:0])
+				rng.Sum(ranges[c.rng].SHA256[:0])
+				rng.Reset()
 				if hashed != nil {
 					hashed(c.rng)
 				}

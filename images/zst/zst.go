@@ -139,7 +139,9 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 		}
 	}
 	var off int64
-	for i, r := range ranges {
+	for i := range ranges {
+		// Only First and Last: sum may be filling in SHA256 meanwhile.
+		r := &ranges[i]
 		from, to := r.First*bmap.BlockSize, r.End(size)
 		hole(off, from)
 		segs = append(segs, segment{off: from, n: to - from, rng: i})
