@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.com/appliance/appliance/cli.SourceDir=$(CURDIR)
 FUZZTIME ?= 20s
 
-.PHONY: all build demo test unit fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-ingest clean
+.PHONY: all build demo test unit race fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-ingest clean
 
 all: build
 
@@ -20,13 +20,20 @@ demo: build
 	APPLIANCE_VAR_wifi_psk="$${APPLIANCE_VAR_wifi_psk:-$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" \
 		bin/appliance build examples/demo.hcl
 
-test: deps lint unit fuzz reproducible-ingest boot-test
+test: deps lint unit race fuzz reproducible-ingest boot-test
 
 deps:
 	scripts/deps
 
 unit:
 	$(GO) test -count=1 ./...
+
+# The concurrent code again under the race detector: the ingest service
+# and the image writers and digests (-short leaves out what reads the
+# real Debian archive; unit covers it).
+race:
+	$(GO) test -race -short -count=1 ./ingest/... ./images/zst ./images/disk ./images/bmap ./images/ext4 ./images/rootfs ./images/cache ./images/flash
+	$(GO) test -race -count=1 -run '^TestDigestAndCompress$$' ./images/build
 
 # Builds the demo site from Debian's archive and boots it under QEMU
 # (about ten minutes under emulation); time-boxed inside the test.
