@@ -105,11 +105,17 @@ type segment struct {
 	rng    int
 }
 
-// result is a segment's frame.
+// result is a segment's frame: in the cache file at path (checked), or
+// made now, in buf after its SHA-256.
 type result struct {
-	frame []byte
-	err   error
+	path string
+	buf  *bytes.Buffer
+	err  error
 }
+
+// buffers hold frames on their way to the copy; they are reused, as they
+// grow to megabytes.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Write writes the zstd copy of img (size bytes, mapped as ranges says)
 // to w, reusing frames from c and adding the ones it makes. sum(i) gives
@@ -173,21 +179,21 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 					results[i] <- result{err: err}
 					continue
 				}
-				if frame, ok := cached(c, k); ok {
-					results[i] <- result{frame: frame}
+				if p, ok := cached(c, k); ok {
+					results[i] <- result{path: p}
 					continue
 				}
+				buf := buffers.Get().(*bytes.Buffer)
 				var src io.Reader = io.NewSectionReader(img, s.off, s.n)
 				if s.hole {
 					src = io.LimitReader(zeros{}, s.n)
 				}
 				// The cached file is the frame's SHA-256, then the frame.
-				var buf bytes.Buffer
+				buf.Reset()
 				buf.Write(make([]byte, sha256.Size))
-				err = comp.compress(&buf, src, s.n)
-				frame := buf.Bytes()[sha256.Size:]
+				err = comp.compress(buf, src, s.n)
 				if err == nil {
-					sum := sha256.Sum256(frame)
+					sum := sha256.Sum256(buf.Bytes()[sha256.Size:])
 					copy(buf.Bytes(), sum[:])
 					err = c.PutAt(Kind, k, buf.Bytes())
 				}
@@ -197,7 +203,7 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 					stats.Compressed += s.n
 					mu.Unlock()
 				}
-				results[i] <- result{frame: frame, err: err}
+				results[i] <- result{buf: buf, err: err}
 			}
 		})
 	}
@@ -219,7 +225,7 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 			if r.err != nil {
 				return fmt.Errorf("compressing %d bytes at %d: %w", segs[i].n, segs[i].off, r.err)
 			}
-			if _, err := w.Write(r.frame); err != nil {
+			if err := writeFrame(w, r); err != nil {
 				return err
 			}
 		}
@@ -232,22 +238,50 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 	return stats, err
 }
 
-// cached returns the frame cached under key, if it is there and whole:
-// a damaged one is removed, to be made again.
-func cached(c *cache.Cache, key string) ([]byte, bool) {
+// cached says whether the frame cached under key is there and whole,
+// and where: a damaged one is removed, to be made again. The frame is
+// read here to check it and again when it is written to the copy, from
+// the page cache: cheaper than holding frames of megabytes in memory.
+func cached(c *cache.Cache, key string) (string, bool) {
 	p := c.Path(Kind, key)
-	b, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
-		return nil, false
+		return "", false
 	}
-	if len(b) < sha256.Size || sha256.Sum256(b[sha256.Size:]) != [sha256.Size]byte(b[:sha256.Size]) {
+	defer f.Close()
+	var want [sha256.Size]byte
+	h := sha256.New()
+	if _, err := io.ReadFull(f, want[:]); err != nil {
 		os.Remove(p)
-		return nil, false
+		return "", false
+	}
+	if _, err := io.Copy(h, f); err != nil || [sha256.Size]byte(h.Sum(nil)) != want {
+		os.Remove(p)
+		return "", false
 	}
 	// Used now: Prune keeps it.
 	now := time.Now()
 	os.Chtimes(p, now, now)
-	return b[sha256.Size:], true
+	return p, true
+}
+
+// writeFrame writes a result's frame to w.
+func writeFrame(w io.Writer, r result) error {
+	if r.buf != nil {
+		_, err := w.Write(r.buf.Bytes()[sha256.Size:])
+		buffers.Put(r.buf)
+		return err
+	}
+	f, err := os.Open(r.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Seek(sha256.Size, io.SeekStart); err != nil {
+		return err
+	}
+	_, err = io.Copy(w, f)
+	return err
 }
 
 type zeros struct{}
