@@ -190,6 +190,11 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 				}
 				// The cached file is the frame's SHA-256, then the frame.
 				buf.Reset()
+				if !s.hole {
+					// Room for the frame at the ratio images usually
+					// get, so that it seldom grows by doubling.
+					buf.Grow(sha256.Size + int(s.n)/2)
+				}
 				buf.Write(make([]byte, sha256.Size))
 				err = comp.compress(buf, src, s.n)
 				if err == nil {
