@@ -1,13 +1,12 @@
 package cli
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 // TestBuildFlashVM drives build, flash and vm as a user would: a build
@@ -71,7 +70,7 @@ func TestBuildFlashVM(t *testing.T) {
 			t.Errorf("flash did not report its %s phase:\n%s", phase, stderr)
 		}
 	}
-	if a, b := fileSum(t, card), fileSum(t, filepath.Join(out, "gateway.img")); a != b {
+	if a, b := testenv.FileSHA256(t, card), testenv.FileSHA256(t, filepath.Join(out, "gateway.img")); a != b {
 		t.Errorf("the flashed file is not the image: SHA-256 %s, the image's %s", a, b)
 	}
 
@@ -79,18 +78,4 @@ func TestBuildFlashVM(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "holds no build") || !strings.Contains(stderr, "appliance build") {
 		t.Errorf("vm on a folder without a build: exit %d\n%s", code, stderr)
 	}
-}
-
-func fileSum(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }

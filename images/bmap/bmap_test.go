@@ -2,12 +2,12 @@ package bmap
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 // sparse makes a 16 MiB file with data at the start, in the middle (not
@@ -122,22 +122,7 @@ func Copy(t *testing.T, img string) {
 	if b, err := exec.Command("bmaptool", "copy", "--bmap", bm, img, dst).CombinedOutput(); err != nil {
 		t.Fatalf("bmaptool copy: %v\n%s", err, b)
 	}
-	if a, b := hash(t, img), hash(t, dst); a != b {
-		t.Fatalf("bmaptool copy gives sha256 %x; the image has %x", b, a)
+	if a, b := testenv.FileSHA256(t, img), testenv.FileSHA256(t, dst); a != b {
+		t.Fatalf("bmaptool copy gives sha256 %s; the image has %s", b, a)
 	}
-}
-
-func hash(t *testing.T, p string) [32]byte {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	var s [32]byte
-	h.Sum(s[:0])
-	return s
 }

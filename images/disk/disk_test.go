@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/appliance/appliance/images/ext4"
 	"github.com/appliance/appliance/images/fat"
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -129,14 +129,14 @@ func TestImage(t *testing.T) {
 
 	dst := filepath.Join(t.TempDir(), "card")
 	run(t, "bmaptool", "copy", "--bmap", img+".bmap", img, dst)
-	if a, b := hash(t, img), hash(t, dst); a != b {
+	if a, b := testenv.FileSHA256(t, img), testenv.FileSHA256(t, dst); a != b {
 		t.Fatalf("bmaptool copy gives sha256 %s; the image is %s", b, a)
 	}
 }
 
 func TestReproducible(t *testing.T) {
 	a, b := write(t), write(t)
-	if hash(t, a) != hash(t, b) || hash(t, a+".bmap") != hash(t, b+".bmap") {
+	if testenv.FileSHA256(t, a) != testenv.FileSHA256(t, b) || testenv.FileSHA256(t, a+".bmap") != testenv.FileSHA256(t, b+".bmap") {
 		t.Fatal("two builds of the same image differ")
 	}
 }
@@ -212,17 +212,4 @@ func extract(t *testing.T, img string, off, size int64) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func hash(t *testing.T, p string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x", h.Sum(nil))
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 7, 500, time.UTC)
@@ -159,7 +161,7 @@ func check(t *testing.T, img, offset string, es []Entry) {
 			if fi.Size() != e.Size {
 				t.Errorf("%s: size %d; want %d", rel, fi.Size(), e.Size)
 			}
-			if got, want := fileSHA(t, p), entrySHA(t, e); got != want {
+			if got, want := testenv.FileSHA256(t, p), entrySHA(t, e); got != want {
 				t.Errorf("%s: content differs", rel)
 			}
 		}
@@ -200,19 +202,6 @@ func extract(t *testing.T, img, offset string) string {
 	return out
 }
 
-func fileSHA(t *testing.T, p string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x", h.Sum(nil))
-}
-
 func entrySHA(t *testing.T, e *Entry) string {
 	h := sha256.New()
 	if e.Size > 0 {
@@ -230,11 +219,11 @@ func TestReproducible(t *testing.T) {
 	o := testOptions
 	o.Size = 64 << 20
 	a, b := writeImage(t, es, o), writeImage(t, es, o)
-	if fileSHA(t, a) != fileSHA(t, b) {
+	if testenv.FileSHA256(t, a) != testenv.FileSHA256(t, b) {
 		t.Fatal("two writes of the same entries differ")
 	}
 	o.VolumeID++
-	if c := writeImage(t, es, o); fileSHA(t, a) == fileSHA(t, c) {
+	if c := writeImage(t, es, o); testenv.FileSHA256(t, a) == testenv.FileSHA256(t, c) {
 		t.Fatal("a different volume ID gave the same image")
 	}
 }
