@@ -2,7 +2,8 @@
 // format 2.0, so that `bmaptool copy` writes only the blocks that hold
 // data and checks each range's SHA-256.
 //
-// The map comes from the file itself (SEEK_DATA and SEEK_HOLE): exactly
+// The map comes from the file itself (SEEK_DATA and SEEK_HOLE, through
+// package sparse): exactly
 // what the writers wrote, whichever writer it was, and nothing the disk
 // writers need to track.
 package bmap
@@ -10,7 +11,6 @@ package bmap
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,18 +18,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
+
+	"github.com/appliance/appliance/images/sparse"
 )
 
 // BlockSize is the bmap's block size.
 const BlockSize = 4096
-
-// Linux's lseek whence values for sparse files (also those of the BSDs
-// and macOS).
-const (
-	seekData = 3
-	seekHole = 4
-)
 
 // Range is a run of mapped blocks, First to Last inclusive.
 type Range struct {
@@ -56,26 +50,18 @@ func Unhashed(f *os.File) ([]Range, int64, error) {
 		return nil, 0, err
 	}
 	size := st.Size()
+	data, err := sparse.Data(f, size)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bmap: %w", err)
+	}
 	var out []Range
-	for off := int64(0); off < size; {
-		start, err := f.Seek(off, seekData)
-		if errors.Is(err, syscall.ENXIO) { // no data past off
-			break
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("bmap: %s: finding data: %w", f.Name(), err)
-		}
-		end, err := f.Seek(start, seekHole)
-		if err != nil {
-			return nil, 0, fmt.Errorf("bmap: %s: finding a hole: %w", f.Name(), err)
-		}
-		first, last := start/BlockSize, (end+BlockSize-1)/BlockSize-1
+	for _, d := range data {
+		first, last := d.Off/BlockSize, (d.Off+d.Len+BlockSize-1)/BlockSize-1
 		if n := len(out); n > 0 && out[n-1].Last >= first-1 {
 			out[n-1].Last = max(out[n-1].Last, last)
 		} else {
 			out = append(out, Range{First: first, Last: last})
 		}
-		off = end
 	}
 	// Ranges of at most maxRange blocks, hashed in parallel: the format
 	// allows any split, bmaptool checks each range on its own, and an

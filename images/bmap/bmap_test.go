@@ -10,9 +10,9 @@ import (
 	"github.com/appliance/appliance/internal/testenv"
 )
 
-// sparse makes a 16 MiB file with data at the start, in the middle (not
+// sparseFile makes a 16 MiB file with data at the start, in the middle (not
 // block-aligned, across two blocks), and in the last block.
-func sparse(t *testing.T) string {
+func sparseFile(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "img")
 	f, err := os.Create(p)
 	if err != nil {
@@ -39,7 +39,7 @@ func TestSameAsBmaptool(t *testing.T) {
 	if _, err := exec.LookPath("bmaptool"); err != nil {
 		t.Fatalf("bmaptool is needed (scripts/deps installs it): %v", err)
 	}
-	img := sparse(t)
+	img := sparseFile(t)
 	f, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestCopy(t *testing.T) {
 	if _, err := exec.LookPath("bmaptool"); err != nil {
 		t.Fatalf("bmaptool is needed (scripts/deps installs it): %v", err)
 	}
-	img := sparse(t)
+	img := sparseFile(t)
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
