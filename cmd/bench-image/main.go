@@ -30,7 +30,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/ed25519"
 	"encoding/json"
 	"flag"
@@ -39,14 +38,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
-	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/rootfs"
+	"github.com/appliance/appliance/internal/benchrun"
 	"github.com/appliance/appliance/keys"
 	"golang.org/x/crypto/ssh"
 )
@@ -68,45 +64,21 @@ func main() {
 	}
 }
 
-type result struct {
-	what  string
-	wall  time.Duration
-	rssKB int64
+// timed is benchrun.Timed without the output.
+func timed(what string, cmd *exec.Cmd) (benchrun.Result, error) {
+	r, _, err := benchrun.Timed(what, cmd)
+	return r, err
 }
 
-// timed runs a command and measures its wall time and peak memory (the
-// largest process of its tree, from wait4's rusage).
-func timed(what string, cmd *exec.Cmd) (result, error) {
-	// Flush what earlier runs left dirty first, so no run pays for the
-	// writeback of another.
-	syscall.Sync()
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	t := time.Now()
-	err := cmd.Run()
-	r := result{what: what, wall: time.Since(t)}
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.rssKB = ru.Maxrss
-		}
-	}
-	if err != nil {
-		return r, fmt.Errorf("%s: %w\n%s", what, err, stderr.String())
-	}
-	return r, nil
-}
-
-// seq times a series of commands as one step: wall time summed, peak
-// memory the largest.
-func seq(what string, cmds ...*exec.Cmd) (result, error) {
-	total := result{what: what}
+// seq times a series of commands as one step.
+func seq(what string, cmds ...*exec.Cmd) (benchrun.Result, error) {
+	total := benchrun.Result{What: what}
 	for _, c := range cmds {
 		r, err := timed(what, c)
 		if err != nil {
 			return total, err
 		}
-		total.wall += r.wall
-		total.rssKB = max(total.rssKB, r.rssKB)
+		total.Add(r)
 	}
 	return total, nil
 }
@@ -184,7 +156,7 @@ func bench() error {
 		}
 	}
 
-	all := map[string][]result{}
+	all := map[string][]benchrun.Result{}
 	order := []string{"appliance build (warm)", "appliance build (unchanged)", "appliance build (site edited)", "peer: mmdebstrap warm", "peer: partition table, FAT", "peer: mke2fs -d", "peer: image", "peer: bmaptool, zstd, sha256sum", "peer: total"}
 	for r := 1; r <= *rounds; r++ {
 		fmt.Fprintf(os.Stderr, "round %d of %d\n", r, *rounds)
@@ -218,18 +190,16 @@ func bench() error {
 		if err != nil {
 			return err
 		}
-		image, total := result{what: "peer: image"}, result{what: "peer: total"}
+		image, total := benchrun.Result{What: "peer: image"}, benchrun.Result{What: "peer: total"}
 		for _, s := range steps {
-			all[s.what] = append(all[s.what], s)
-			if s.what != "peer: bmaptool, zstd, sha256sum" {
-				image.wall += s.wall
-				image.rssKB = max(image.rssKB, s.rssKB)
+			all[s.What] = append(all[s.What], s)
+			if s.What != "peer: bmaptool, zstd, sha256sum" {
+				image.Add(s)
 			}
-			total.wall += s.wall
-			total.rssKB = max(total.rssKB, s.rssKB)
+			total.Add(s)
 		}
-		all[image.what] = append(all[image.what], image)
-		all[total.what] = append(all[total.what], total)
+		all[image.What] = append(all[image.What], image)
+		all[total.What] = append(all[total.What], total)
 	}
 
 	if peer == nil {
@@ -237,21 +207,7 @@ func bench() error {
 	}
 	fmt.Printf("\nthe demo's gateway image (kernel %s, root %d MiB, boot %d MiB): %d rounds on %d cores\n\n",
 		info.Kernel, sizes.root>>20, sizes.boot>>20, *rounds, runtime.NumCPU())
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "run\tmedian\tmin\tmax\tpeak RSS\n")
-	med := map[string]time.Duration{}
-	for _, what := range order {
-		rs := all[what]
-		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.wall, b.wall) })
-		m := rs[len(rs)/2]
-		med[what] = m.wall
-		var rss int64
-		for _, x := range rs {
-			rss = max(rss, x.rssKB)
-		}
-		fmt.Fprintf(tw, "%s\t%.2f s\t%.2f s\t%.2f s\t%d MB\n", what, m.wall.Seconds(), rs[0].wall.Seconds(), rs[len(rs)-1].wall.Seconds(), rss/1024)
-	}
-	tw.Flush()
+	med := benchrun.Table(os.Stdout, order, all)
 	if peer == nil {
 		return nil
 	}
@@ -342,7 +298,7 @@ func newPeer(dir string, sz sizes, boot string) (*peer, error) {
 	return p, nil
 }
 
-func (p *peer) run(dir string) ([]result, error) {
+func (p *peer) run(dir string) ([]benchrun.Result, error) {
 	defer os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -352,7 +308,7 @@ func (p *peer) run(dir string) ([]result, error) {
 		names = append(names, pk.Name)
 	}
 	tree, img := filepath.Join(dir, "tree"), filepath.Join(dir, "gateway.img")
-	var res []result
+	var res []benchrun.Result
 	step := func(what string, cmds ...*exec.Cmd) error {
 		fmt.Fprintf(os.Stderr, "  %s\n", what)
 		r, err := seq(what, cmds...)

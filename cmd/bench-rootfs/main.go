@@ -28,7 +28,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -37,10 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
-	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/appliance/appliance/images/apt"
@@ -48,6 +44,7 @@ import (
 	"github.com/appliance/appliance/images/ext4"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/tree"
+	"github.com/appliance/appliance/internal/benchrun"
 	"github.com/appliance/appliance/keys"
 )
 
@@ -172,33 +169,10 @@ func runChild(ctx context.Context) error {
 	return json.NewEncoder(os.Stdout).Encode(ph)
 }
 
-// result is one timed run.
-type result struct {
-	what   string
-	wall   time.Duration
-	rssKB  int64
-	detail string
-}
-
-// timed runs a command and measures its wall time and peak memory (the
-// largest process of its tree, from wait4's rusage).
-func timed(what string, cmd *exec.Cmd) (result, []byte, error) {
-	// Flush what earlier runs left dirty first, so no run pays for the
-	// writeback of another.
-	syscall.Sync()
+// timed runs a child or a peer; its progress goes to the terminal.
+func timed(what string, cmd *exec.Cmd) (benchrun.Result, []byte, error) {
 	cmd.Stderr = os.Stderr
-	t := time.Now()
-	out, err := cmd.Output()
-	r := result{what: what, wall: time.Since(t)}
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.rssKB = ru.Maxrss
-		}
-	}
-	if err != nil {
-		return r, out, fmt.Errorf("%s: %w", what, err)
-	}
-	return r, out, nil
+	return benchrun.Timed(what, cmd)
 }
 
 func bench() error {
@@ -222,7 +196,7 @@ func bench() error {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	all := map[string][]result{}
+	all := map[string][]benchrun.Result{}
 	var order []string
 	var cold phases
 	for r := 1; r <= *rounds; r++ {
@@ -233,29 +207,15 @@ func bench() error {
 		}
 		cold = ph
 		for _, x := range res {
-			if all[x.what] == nil {
-				order = append(order, x.what)
+			if all[x.What] == nil {
+				order = append(order, x.What)
 			}
-			all[x.what] = append(all[x.what], x)
+			all[x.What] = append(all[x.What], x)
 		}
 	}
 
 	fmt.Printf("\nroot file system of %q (trixie, arm64): %d packages, %.1f MB of .debs, %d entries; %d rounds on %d cores\n\n", *packages, cold.Packages, float64(cold.Download)/1e6, cold.Entries, *rounds, runtime.NumCPU())
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "run\tmedian\tmin\tmax\tpeak RSS\tmedian run's phases\n")
-	med := map[string]time.Duration{}
-	for _, what := range order {
-		rs := all[what]
-		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.wall, b.wall) })
-		m := rs[len(rs)/2]
-		med[what] = m.wall
-		var rss int64
-		for _, x := range rs {
-			rss = max(rss, x.rssKB)
-		}
-		fmt.Fprintf(tw, "%s\t%.2f s\t%.2f s\t%.2f s\t%d MB\t%s\n", what, m.wall.Seconds(), rs[0].wall.Seconds(), rs[len(rs)-1].wall.Seconds(), rss/1024, m.detail)
-	}
-	tw.Flush()
+	med := benchrun.Table(os.Stdout, order, all)
 	if !*skipPeer {
 		mk := med["mke2fs -t ext4 -d (mmdebstrap tree)"]
 		line := func(name string, peer, ours time.Duration) {
@@ -275,7 +235,7 @@ func bench() error {
 
 // round runs every measurement once, in a folder of its own, with a
 // fresh cache for the cold build.
-func round(dir string) ([]result, phases, error) {
+func round(dir string) ([]benchrun.Result, phases, error) {
 	defer os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, phases{}, err
@@ -286,7 +246,7 @@ func round(dir string) ([]result, phases, error) {
 	}
 	ca := filepath.Join(dir, "cache")
 	lock := filepath.Join(dir, "bench.lock")
-	var results []result
+	var results []benchrun.Result
 	var cold phases
 	for _, mode := range []string{"cold-ext4", "cold", "warm", "resolve", "tar", "ext4"} {
 		if mode == "cold-ext4" {
@@ -300,7 +260,7 @@ func round(dir string) ([]result, phases, error) {
 			if err := json.Unmarshal(stdout, &ph); err != nil {
 				return nil, cold, fmt.Errorf("appliance %s printed %q: %w", mode, stdout, err)
 			}
-			r.detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, write ext4 image %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), ph.Write.Seconds())
+			r.Detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, write ext4 image %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), ph.Write.Seconds())
 			results = append(results, r)
 			os.Remove(filepath.Join(dir, "cold.img"))
 			os.RemoveAll(ca + "-ext4")
@@ -326,7 +286,7 @@ func round(dir string) ([]result, phases, error) {
 		case "ext4":
 			what = "write ext4 image"
 		}
-		r.detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, %s %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), what, ph.Write.Seconds())
+		r.Detail = fmt.Sprintf("resolve %.2f s, download %.2f s, unpack %.2f s, %s %.2f s", ph.Plan.Seconds(), ph.Fetch.Seconds(), ph.Unpack.Seconds(), what, ph.Write.Seconds())
 		results = append(results, r)
 		if mode != "cold" {
 			os.RemoveAll(out)
@@ -361,7 +321,7 @@ func ratio(a, b time.Duration) float64 {
 
 // benchPeer runs mmdebstrap on the same packages the lock holds, cold
 // and with the .debs in its apt cache, and mke2fs -d on its tree.
-func benchPeer(dir, lockPath, cacheDir string) ([]result, error) {
+func benchPeer(dir, lockPath, cacheDir string) ([]benchrun.Result, error) {
 	l, err := rootfs.ReadLock(lockPath)
 	if err != nil {
 		return nil, err
@@ -394,7 +354,7 @@ func benchPeer(dir, lockPath, cacheDir string) ([]result, error) {
 			"deb http://deb.debian.org/debian trixie main",
 			"deb http://deb.debian.org/debian-security trixie-security main")
 	}
-	var out []result
+	var out []benchrun.Result
 	for _, mode := range []string{"cold", "warm"} {
 		target := filepath.Join(dir, "mmdebstrap-"+mode)
 		fmt.Fprintf(os.Stderr, "  mmdebstrap %s\n", mode)
