@@ -14,6 +14,7 @@ import (
 
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/fixture"
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 // piKernel is the Raspberry Pi kernels' version in the fixture archive.
@@ -134,8 +135,8 @@ grafana {}
 			img := filepath.Join(out, build.ImageName)
 			pt := readTable(t, img)
 			boot, root := pt.loop(t, img, 0), pt.loop(t, img, 1)
-			run(t, "fsck.vfat", "-n", boot)
-			run(t, "e2fsck", "-fn", root)
+			testenv.MustRun(t, "fsck.vfat", "-n", boot)
+			testenv.MustRun(t, "e2fsck", "-fn", root)
 
 			var names []string
 			listing, err := exec.Command("mdir", "-b", "-/", "-i", boot, "::/").Output()
@@ -161,7 +162,7 @@ grafana {}
 			}
 			read := func(name string) string {
 				p := filepath.Join(t.TempDir(), "f")
-				run(t, "mcopy", "-n", "-i", boot, "::/"+name, p)
+				testenv.MustRun(t, "mcopy", "-n", "-i", boot, "::/"+name, p)
 				b, _ := os.ReadFile(p)
 				return string(b)
 			}
@@ -187,7 +188,7 @@ grafana {}
 			}
 
 			p := filepath.Join(t.TempDir(), "fstab")
-			run(t, "debugfs", "-R", "dump /etc/fstab "+p, root)
+			testenv.MustRun(t, "debugfs", "-R", "dump /etc/fstab "+p, root)
 			fstab, _ := os.ReadFile(p)
 			if !strings.Contains(string(fstab), "PARTUUID="+r.Info.DiskID+"-01\t/boot/firmware\tvfat") {
 				t.Errorf("fstab does not mount the boot partition at /boot/firmware:\n%s", fstab)

@@ -18,6 +18,7 @@ import (
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/build/buildtest"
 	"github.com/appliance/appliance/images/tree"
+	"github.com/appliance/appliance/internal/testenv"
 	"github.com/appliance/appliance/state"
 )
 
@@ -64,7 +65,7 @@ type table struct {
 func readTable(t *testing.T, img string) table {
 	t.Helper()
 	var out struct{ PartitionTable table }
-	if err := json.Unmarshal([]byte(run(t, "sfdisk", "--json", img)), &out); err != nil {
+	if err := json.Unmarshal([]byte(testenv.MustRun(t, "sfdisk", "--json", img)), &out); err != nil {
 		t.Fatal(err)
 	}
 	return out.PartitionTable
@@ -79,19 +80,10 @@ func (pt table) loop(t *testing.T, img string, i int) string {
 		t.Fatalf("%s has no partition %d: %+v", img, i+1, pt)
 	}
 	p := pt.Partitions[i]
-	dev := strings.TrimSpace(run(t, "losetup", "--find", "--show", "--read-only",
+	dev := strings.TrimSpace(testenv.MustRun(t, "losetup", "--find", "--show", "--read-only",
 		"--offset", fmt.Sprint(p.Start*512), "--sizelimit", fmt.Sprint(p.Size*512), img))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 	return dev
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 // TestDemoImage builds the demo site and reads the image back with the
@@ -116,8 +108,8 @@ func TestDemoImage(t *testing.T) {
 	// every range's checksum as it writes; the result, holes and all, is
 	// the image.
 	copied := filepath.Join(dir, "copy.img")
-	run(t, "bmaptool", "--quiet", "copy", "--bmap", img+".bmap", img+".zst", copied)
-	run(t, "cmp", img, copied)
+	testenv.MustRun(t, "bmaptool", "--quiet", "copy", "--bmap", img+".bmap", img+".zst", copied)
+	testenv.MustRun(t, "cmp", img, copied)
 	os.Remove(copied)
 
 	pt := readTable(t, img)
@@ -129,10 +121,10 @@ func TestDemoImage(t *testing.T) {
 		t.Errorf("command line %q does not name the root partition", r.Info.Cmdline)
 	}
 	boot, root := pt.loop(t, img, 0), pt.loop(t, img, 1)
-	run(t, "e2fsck", "-fn", root)
-	run(t, "fsck.vfat", "-n", boot)
+	testenv.MustRun(t, "e2fsck", "-fn", root)
+	testenv.MustRun(t, "fsck.vfat", "-n", boot)
 	mnt := t.TempDir()
-	run(t, "mount", "-o", "ro", root, mnt)
+	testenv.MustRun(t, "mount", "-o", "ro", root, mnt)
 	defer exec.Command("umount", mnt).Run()
 	compareTree(t, r.Tree, d.opt.Cache, mnt)
 
@@ -140,7 +132,7 @@ func TestDemoImage(t *testing.T) {
 	for _, f := range []string{"vmlinuz", "initrd.img", "cmdline.txt"} {
 		want, _ := os.ReadFile(filepath.Join(out, "boot", f))
 		copied := filepath.Join(t.TempDir(), f)
-		run(t, "mcopy", "-n", "-i", boot, "::/"+f, copied)
+		testenv.MustRun(t, "mcopy", "-n", "-i", boot, "::/"+f, copied)
 		if got, _ := os.ReadFile(copied); !bytes.Equal(got, want) {
 			t.Errorf("the boot partition's %s (%d bytes) differs from out/boot/%s (%d bytes)", f, len(got), f, len(want))
 		}

@@ -66,15 +66,6 @@ func write(t *testing.T) string {
 	return img
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 type table struct {
 	PartitionTable struct {
 		ID         string
@@ -87,7 +78,7 @@ type table struct {
 
 func partitions(t *testing.T, img string) table {
 	var tb table
-	if err := json.Unmarshal([]byte(run(t, "sfdisk", "--json", img)), &tb); err != nil {
+	if err := json.Unmarshal([]byte(testenv.MustRun(t, "sfdisk", "--json", img)), &tb); err != nil {
 		t.Fatal(err)
 	}
 	return tb
@@ -117,18 +108,18 @@ func TestImage(t *testing.T) {
 	}
 
 	rootAt := fmt.Sprintf("%s?offset=%d", img, 139264*512)
-	run(t, "e2fsck", "-fn", rootAt)
-	if got := run(t, "debugfs", "-R", "cat /etc/hostname", rootAt); !strings.Contains(got, "gw\n") {
+	testenv.MustRun(t, "e2fsck", "-fn", rootAt)
+	if got := testenv.MustRun(t, "debugfs", "-R", "cat /etc/hostname", rootAt); !strings.Contains(got, "gw\n") {
 		t.Errorf("debugfs cat /etc/hostname: %q", got)
 	}
 
-	run(t, "fsck.vfat", "-n", extract(t, img, 8192*512, 131072*512))
-	if got := run(t, "mtype", "-i", img+"@@4M", "::/cmdline.txt"); got != cmdline {
+	testenv.MustRun(t, "fsck.vfat", "-n", extract(t, img, 8192*512, 131072*512))
+	if got := testenv.MustRun(t, "mtype", "-i", img+"@@4M", "::/cmdline.txt"); got != cmdline {
 		t.Errorf("mtype cmdline.txt = %q; want %q", got, cmdline)
 	}
 
 	dst := filepath.Join(t.TempDir(), "card")
-	run(t, "bmaptool", "copy", "--bmap", img+".bmap", img, dst)
+	testenv.MustRun(t, "bmaptool", "copy", "--bmap", img+".bmap", img, dst)
 	if a, b := testenv.FileSHA256(t, img), testenv.FileSHA256(t, dst); a != b {
 		t.Fatalf("bmaptool copy gives sha256 %s; the image is %s", b, a)
 	}
@@ -170,16 +161,16 @@ func TestGrow(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// A loop device of the partition alone, as the card's would be:
 		// resize2fs grows to the device's end.
-		dev := strings.TrimSpace(run(t, "losetup", "-f", "--show", "-o", fmt.Sprint(p.Start*512), "--sizelimit", fmt.Sprint(p.Size*512), img))
+		dev := strings.TrimSpace(testenv.MustRun(t, "losetup", "-f", "--show", "-o", fmt.Sprint(p.Start*512), "--sizelimit", fmt.Sprint(p.Size*512), img))
 		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-		run(t, "resize2fs", dev)
-		run(t, "losetup", "-d", dev)
+		testenv.MustRun(t, "resize2fs", dev)
+		testenv.MustRun(t, "losetup", "-d", dev)
 	} else {
 		// e2fsprogs's offset= does not limit the size: give it.
-		run(t, "resize2fs", rootAt, fmt.Sprint(p.Size*512/4096))
+		testenv.MustRun(t, "resize2fs", rootAt, fmt.Sprint(p.Size*512/4096))
 	}
-	run(t, "e2fsck", "-fn", rootAt)
-	out := run(t, "dumpe2fs", "-h", rootAt)
+	testenv.MustRun(t, "e2fsck", "-fn", rootAt)
+	out := testenv.MustRun(t, "dumpe2fs", "-h", rootAt)
 	if want := fmt.Sprintf("Block count:              %d\n", p.Size*512/4096); !strings.Contains(out, want) {
 		t.Errorf("after resize2fs dumpe2fs shows no %q:\n%s", want, out)
 	}

@@ -138,6 +138,16 @@ func Run(name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// MustRun is Run that fails the test if the command fails.
+func MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // Rewrite replaces strings in a file, to run a config written for the
 // gateway from a test folder: paths under root, ports of the test's own.
 func Rewrite(t testing.TB, path string, pairs ...string) {
