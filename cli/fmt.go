@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
+	"github.com/appliance/appliance/internal/atomicfile"
 	"github.com/appliance/appliance/spec"
 )
 
@@ -68,32 +68,12 @@ func runFmt(ctx context.Context, e *Env, args []string) error {
 	return nil
 }
 
-// writeFileAtomic replaces a file through a temporary file in the same
-// folder, keeping its mode, so an interrupted write leaves the old file.
+// writeFileAtomic replaces a file, keeping its mode, so an interrupted
+// write leaves the old file.
 func writeFileAtomic(path string, data []byte) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".fmt-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, data, fi.Mode().Perm())
 }

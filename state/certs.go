@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/appliance/appliance/internal/atomicfile"
 	"github.com/appliance/appliance/pki"
 )
 
@@ -61,7 +62,7 @@ func (x *index) save(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(path, append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // last is the newest entry for a name, or nil.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/appliance/appliance/internal/atomicfile"
 	"github.com/appliance/appliance/pki"
 )
 
@@ -216,10 +217,10 @@ func (e *ensurer) record() error {
 			return nil
 		}
 		b, _ := json.MarshalIndent(stateFile{Version: FormatVersion, Site: e.w.Site, Created: e.now.UTC()}, "", "  ")
-		if err := writeFile(p, append(b, '\n'), 0o600); err != nil {
+		if err := atomicfile.WriteFile(p, append(b, '\n'), 0o600); err != nil {
 			return err
 		}
-		return writeFile(e.s.path("README"), []byte(readme), 0o600)
+		return atomicfile.WriteFile(e.s.path("README"), []byte(readme), 0o600)
 	}
 	if err != nil {
 		return err
@@ -286,10 +287,10 @@ func (e *ensurer) ensureCA() error {
 			return err
 		}
 		// Key first: a certificate on disk always has its key.
-		if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+		if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 			return err
 		}
-		if err := writeFile(certPath, ca.CertPEM, 0o644); err != nil {
+		if err := atomicfile.WriteFile(certPath, ca.CertPEM, 0o644); err != nil {
 			return err
 		}
 		e.ca = ca
@@ -387,10 +388,10 @@ func (e *ensurer) issue(r pki.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(e.s.path("pki", "issued", r.Name+".key"), keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(e.s.path("pki", "issued", r.Name+".key"), keyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := writeFile(e.s.path("pki", "issued", r.Name+".crt"), crtPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(e.s.path("pki", "issued", r.Name+".crt"), crtPEM, 0o644); err != nil {
 		return err
 	}
 	e.idx.add(r, cert)
@@ -448,7 +449,7 @@ func (e *ensurer) writeCRL() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(e.s.path("pki", "crl.pem"), crl, 0o644); err != nil {
+	if err := atomicfile.WriteFile(e.s.path("pki", "crl.pem"), crl, 0o644); err != nil {
 		return err
 	}
 	return e.idx.save(e.s.path("pki", "index.json"))
@@ -497,10 +498,10 @@ func (e *ensurer) ssh() error {
 		if err != nil {
 			return err
 		}
-		if err := writeFile(p, priv, 0o600); err != nil {
+		if err := atomicfile.WriteFile(p, priv, 0o600); err != nil {
 			return err
 		}
-		if err := writeFile(p+".pub", pub, 0o644); err != nil {
+		if err := atomicfile.WriteFile(p+".pub", pub, 0o644); err != nil {
 			return err
 		}
 	}
@@ -548,10 +549,10 @@ func (e *ensurer) ota() error {
 		if err != nil {
 			return err
 		}
-		if err := writeFile(p, priv, 0o600); err != nil {
+		if err := atomicfile.WriteFile(p, priv, 0o600); err != nil {
 			return err
 		}
-		if err := writeFile(strings.TrimSuffix(p, ".pem")+publicSuffixed, pub, 0o644); err != nil {
+		if err := atomicfile.WriteFile(strings.TrimSuffix(p, ".pem")+publicSuffixed, pub, 0o644); err != nil {
 			return err
 		}
 	}
@@ -589,7 +590,7 @@ func (e *ensurer) secrets() error {
 		if err != nil {
 			return err
 		}
-		if err := writeFile(p, []byte(v+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/resolve"
+	"github.com/appliance/appliance/internal/atomicfile"
 )
 
 // lockFormat is the version of the lock file's layout.
@@ -134,28 +135,7 @@ func (l *Lock) WriteFile(path string) error {
 	if err := l.Encode(&b); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-lock-")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(b.Bytes()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(path, b.Bytes(), 0o644)
 }
 
 // Universe fetches and verifies every source's Release and indexes and
