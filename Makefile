@@ -4,7 +4,12 @@
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.com/appliance/appliance/cli.SourceDir=$(CURDIR)
-FUZZTIME ?= 20s
+# Fuzz budgets are counts of executions (about 20 s each here), not
+# durations: Go 1.26's fuzz coordinator can report a bare "context
+# deadline exceeded" failure when a -fuzztime duration ends
+# (golang/go#75804, fixed in Go 1.27).
+FUZZ_LOAD ?= 60000x
+FUZZ_DECODE ?= 400000x
 
 .PHONY: all build demo test unit race fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-ingest clean
 
@@ -42,8 +47,8 @@ boot-test:
 
 # A short run of each fuzz target on top of its seed corpus.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./spec
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./ingest/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZ_LOAD) -fuzzminimizetime 5s ./spec
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZ_DECODE) -fuzzminimizetime 5s ./ingest/wire
 
 # The gateway's ingest binary (linux/arm64) must build byte-identically.
 reproducible-ingest:
