@@ -4,7 +4,7 @@
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.com/appliance/appliance/cli.SourceDir=$(CURDIR)
-# Fuzz budgets are counts of executions (about 20 s each here), not
+# Fuzz budgets are counts of executions (about 10–20 s each here), not
 # durations: Go 1.26's fuzz coordinator can report a bare "context
 # deadline exceeded" failure when a -fuzztime duration ends
 # (golang/go#75804, fixed in Go 1.27).
