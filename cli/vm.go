@@ -70,8 +70,8 @@ func runVM(ctx context.Context, e *Env, args []string) error {
 	announced := false
 	for {
 		select {
-		case err := <-m.Done():
-			if err != nil {
+		case <-m.Done():
+			if err := m.Err(); err != nil {
 				return fmt.Errorf("QEMU ended: %v; see %s", err, m.ConsoleLog)
 			}
 			fmt.Fprintln(e.Stderr, "appliance vm: the gateway powered off")

@@ -81,8 +81,8 @@ func TestBootDemo(t *testing.T) {
 		deadline := time.Now().Add(within)
 		for {
 			select {
-			case err := <-m.Done():
-				t.Fatalf("QEMU ended: %v\nconsole:\n%s", err, console())
+			case <-m.Done():
+				t.Fatalf("QEMU ended: %v\nconsole:\n%s", m.Err(), console())
 			default:
 			}
 			c, err := ssh.Dial("tcp", addr, cfg)

@@ -50,7 +50,9 @@ type VM struct {
 	ConsoleLog                   string
 	cmd                          *exec.Cmd
 	qmp                          string
-	done                         chan error
+	// done is closed when QEMU has ended; err is then its exit.
+	done chan struct{}
+	err  error
 }
 
 // Start boots the build in out.
@@ -86,7 +88,7 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 			return nil, err
 		}
 	}
-	v := &VM{Info: info, done: make(chan error, 1), ConsoleLog: filepath.Join(work, "console.log"), qmp: filepath.Join(work, "qmp.sock")}
+	v := &VM{Info: info, done: make(chan struct{}), ConsoleLog: filepath.Join(work, "console.log"), qmp: filepath.Join(work, "qmp.sock")}
 	for _, p := range []struct {
 		dst *int
 		src int
@@ -128,7 +130,10 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 		"-drive", "file=" + disk + ",format=raw,if=none,id=disk0,cache=unsafe",
 		"-device", "virtio-blk-pci,drive=disk0",
 		"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:8883,hostfwd=tcp:127.0.0.1:%d-:443", v.SSHPort, v.MQTTPort, v.HTTPSPort),
-		"-device", "virtio-net-pci,netdev=net0",
+		// A kernel booted directly needs no network boot ROM, and without
+		// romfile= QEMU refuses to start where ipxe-qemu (a Recommends of
+		// qemu-system-arm) is not installed.
+		"-device", "virtio-net-pci,netdev=net0,romfile=",
 		"-device", "virtio-rng-pci",
 	}
 	logf, err := os.Create(v.ConsoleLog)
@@ -150,7 +155,11 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 		logf.Close()
 		return nil, err
 	}
-	go func() { v.done <- v.cmd.Wait(); logf.Close() }()
+	go func() {
+		v.err = v.cmd.Wait()
+		logf.Close()
+		close(v.done)
+	}()
 	return v, nil
 }
 
@@ -180,21 +189,39 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Done is closed with QEMU's exit.
-func (v *VM) Done() <-chan error { return v.done }
+// Done is closed when QEMU has ended; Err then says how. Any number of
+// callers may wait on it, before or after Stop.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
+// Err is QEMU's exit: nil while it runs and after a clean power-off.
+func (v *VM) Err() error {
+	select {
+	case <-v.done:
+		return v.err
+	default:
+		return nil
+	}
+}
 
 // Stop asks the gateway to power off, as the power button would, and
-// kills QEMU if it has not ended within the grace period.
+// kills QEMU if it has not ended within the grace period. It returns at
+// once when QEMU has already ended.
 func (v *VM) Stop(grace time.Duration) error {
+	select {
+	case <-v.done:
+		return v.err
+	default:
+	}
 	if err := v.qmpCommand("system_powerdown"); err == nil {
 		select {
-		case err := <-v.done:
-			return err
+		case <-v.done:
+			return v.err
 		case <-time.After(grace):
 		}
 	}
 	v.cmd.Process.Kill()
-	return <-v.done
+	<-v.done
+	return v.err
 }
 
 // qmpCommand sends one command over QEMU's machine protocol.
