@@ -73,10 +73,16 @@ type Entry struct {
 	Mode  fs.FileMode // permission bits, with fs.ModeSetuid, ModeSetgid, ModeSticky
 	UID   uint32
 	GID   uint32
-	MTime time.Time // used for mtime, ctime, atime and crtime; zero means Options.Time
+	// MTime is used for mtime, ctime, atime and crtime; zero means
+	// Options.Time. Times before 1901-12-13T20:45:52Z or after
+	// 2446-05-10T22:38:55Z, which ext4 cannot hold, are clamped to that
+	// range, as the kernel clamps them.
+	MTime time.Time
 
 	// Size and Open give a regular file's content. Open is called once,
-	// during Write, and must yield exactly Size bytes.
+	// during Write, and must yield exactly Size bytes. Every block of the
+	// content is written: an Entry describes no holes, so a sparse file
+	// becomes a full one.
 	Size int64
 	Open func() (io.ReadCloser, error)
 

@@ -714,3 +714,35 @@ func BenchmarkWrite(b *testing.B) {
 		f.Close()
 	}
 }
+
+// TestTimeRange: times ext4 cannot hold are clamped to its range, as the
+// kernel clamps them, instead of wrapping around (1900 read back as 2444,
+// 2500 as 1955); the ends of the range and the times inside it are kept
+// to the nanosecond.
+func TestTimeRange(t *testing.T) {
+	first, last := time.Unix(-1<<31, 0), time.Unix(1<<34-1<<31-1, 0)
+	cases := []struct {
+		name     string
+		in, want time.Time
+	}{
+		{"1900", time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), first},
+		{"year 2", time.Date(2, 1, 1, 0, 0, 0, 0, time.UTC), first},
+		{"just before", first.Add(-time.Nanosecond), first},
+		{"first", first, first},
+		{"before 1970", time.Date(1969, 7, 20, 20, 17, 40, 123456789, time.UTC), time.Date(1969, 7, 20, 20, 17, 40, 123456789, time.UTC)},
+		{"2038", time.Date(2038, 1, 19, 3, 14, 8, 5, time.UTC), time.Date(2038, 1, 19, 3, 14, 8, 5, time.UTC)},
+		{"last", last.Add(999999999), last.Add(999999999)},
+		{"just after", last.Add(time.Second), last},
+		{"2500", time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC), last},
+	}
+	var in, want []Entry
+	for i, c := range cases {
+		e := Entry{Path: fmt.Sprintf("/f%d", i), Type: Regular, Mode: 0o644, MTime: c.in, Size: 1, Open: content(uint64(i), 1)}
+		in = append(in, e)
+		e.MTime = c.want
+		want = append(want, e)
+	}
+	img := writeImage(t, in, opts(16<<20))
+	fsck(t, img)
+	checkMounted(t, img, want)
+}

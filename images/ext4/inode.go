@@ -74,10 +74,24 @@ func unixMode(n *node) uint16 {
 	return bits
 }
 
+// The range of ext4's timestamps with extra_isize: a signed 32-bit count
+// of seconds widened by two epoch bits, 1901-12-13T20:45:52Z to
+// 2446-05-10T22:38:55Z.
+const (
+	minTime = -1 << 31
+	maxTime = 1<<34 - 1<<31 - 1
+)
+
 // putTime stores t as ext4 does with extra_isize: 32 bits of seconds in
 // the inode, two epoch bits (years past 2038) and nanoseconds in extra.
+// A time outside the range is clamped to its end with no nanoseconds, as
+// the kernel's timestamp_truncate does, instead of wrapping around.
 func putTime(b []byte, off, extraOff int, t time.Time) {
 	sec := t.Unix()
+	if sec < minTime || sec > maxTime {
+		t = time.Unix(min(max(sec, minTime), maxTime), 0)
+		sec = t.Unix()
+	}
 	le.PutUint32(b[off:], uint32(sec))
 	epoch := uint32((sec-int64(int32(sec)))>>32) & 3
 	le.PutUint32(b[extraOff:], uint32(t.Nanosecond())<<2|epoch)
