@@ -40,6 +40,38 @@ func TestBuildFlashVM(t *testing.T) {
 	}
 	sums, _ := os.ReadFile(filepath.Join(out, "SHA256SUMS"))
 
+	// A build replaces an earlier build's output, marked as such, and
+	// touches nothing beside it (once, "out.old" was removed).
+	if _, err := os.Stat(filepath.Join(out, ".appliance-output")); err != nil {
+		t.Errorf("the output is not marked as a build's: %v", err)
+	}
+	beside := filepath.Join(dir, "out.old", "keep.txt")
+	os.MkdirAll(filepath.Dir(beside), 0o755)
+	os.WriteFile(beside, []byte("keep"), 0o644)
+	var otherEpoch []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "SOURCE_DATE_EPOCH=") {
+			kv = "SOURCE_DATE_EPOCH=1767312000"
+		}
+		otherEpoch = append(otherEpoch, kv)
+	}
+	if code, stdout, stderr = build(otherEpoch); code != 0 || !strings.Contains(stdout, "built in") {
+		t.Errorf("rebuild into the earlier output: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if b, err := os.ReadFile(beside); err != nil || string(b) != "keep" {
+		t.Errorf("the rebuild touched a folder beside its output: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the rebuild left debris beside its output: %v", names)
+	}
+	if code, stdout, stderr = build(env); code != 0 || !strings.Contains(stdout, "built in") {
+		t.Fatalf("rebuild: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	// A build needs every variable; it stops before touching the outputs.
 	var noVar []string
 	for _, kv := range env {

@@ -110,6 +110,16 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if b.board == nil {
 		return nil, fmt.Errorf("board %q has no image support", opt.Site.Gateway.Board)
 	}
+	keep := []kept{{"spec", opt.SpecPath}, {"lock", rootfs.LockPath(opt.SpecPath)}}
+	if opt.State != nil {
+		keep = append(keep, kept{"site's state", opt.State.Dir})
+	}
+	if opt.Cache != nil {
+		keep = append(keep, kept{"package cache", opt.Cache.Dir})
+	}
+	if err := checkOutDir(opt.OutDir, keep); err != nil {
+		return nil, err
+	}
 	steps := []struct {
 		what string
 		fn   func(context.Context) error
@@ -163,6 +173,9 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}
 	b.info.Seconds = time.Since(start).Seconds()
 	if err := writeInfo(tmp, b.info); err != nil {
+		return nil, err
+	}
+	if err := writeMarker(tmp); err != nil {
 		return nil, err
 	}
 	if err := swap(tmp, opt.OutDir); err != nil {

@@ -284,12 +284,18 @@ func (b *builder) writeSBOM(path string) error {
 }
 
 // swap replaces dst with the finished build in src: a failed build never
-// leaves dst half-written, and a successful one replaces it whole.
+// leaves dst half-written, and a successful one replaces it whole. The
+// old output is moved aside under a name of its own, so nothing else
+// beside it is touched.
 func swap(src, dst string) error {
 	old := ""
 	if _, err := os.Stat(dst); err == nil {
-		old = dst + ".old"
-		os.RemoveAll(old)
+		aside, err := os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".old-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(aside)
+		old = filepath.Join(aside, "old")
 		if err := os.Rename(dst, old); err != nil {
 			return err
 		}
@@ -299,9 +305,6 @@ func swap(src, dst string) error {
 			os.Rename(old, dst)
 		}
 		return err
-	}
-	if old != "" {
-		return os.RemoveAll(old)
 	}
 	return nil
 }
