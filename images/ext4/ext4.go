@@ -68,11 +68,11 @@ type Entry struct {
 	// Path is absolute and clean ("/usr/bin/sh"). A directory must come
 	// before anything in it. "/" may be given to set the root's owner,
 	// mode and time; it must then be first.
-	Path  string
-	Type  Type
-	Mode  fs.FileMode // permission bits, with fs.ModeSetuid, ModeSetgid, ModeSticky
-	UID   uint32
-	GID   uint32
+	Path string
+	Type Type
+	Mode fs.FileMode // permission bits, with fs.ModeSetuid, ModeSetgid, ModeSticky
+	UID  uint32
+	GID  uint32
 	// MTime is used for mtime, ctime, atime and crtime; zero means
 	// Options.Time. Times before 1901-12-13T20:45:52Z or after
 	// 2446-05-10T22:38:55Z, which ext4 cannot hold, are clamped to that
