@@ -3,7 +3,9 @@
 
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.com/appliance/appliance/cli.SourceDir=$(CURDIR)
+LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION)
+# Where make build writes appliance.
+BIN ?= bin/appliance
 # Fuzz budgets are counts of executions (about 10–20 s each here), not
 # durations: Go 1.26's fuzz coordinator can report a bare "context
 # deadline exceeded" failure when a -fuzztime duration ends
@@ -11,12 +13,18 @@ LDFLAGS := -X github.com/appliance/appliance/cli.Version=$(VERSION) -X github.co
 FUZZ_LOAD ?= 60000x
 FUZZ_DECODE ?= 400000x
 
-.PHONY: all build demo test unit race fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-ingest clean
+.PHONY: all build generate demo test unit race fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
 
 all: build
 
-build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/appliance ./cmd/appliance
+# A release binary: the gateway's programs are built for linux/arm64
+# (go generate) and embedded (the appliance_embed tag), so appliance needs
+# neither Go nor its source where it runs.
+build: generate
+	$(GO) build -tags appliance_embed -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/appliance
+
+generate:
+	$(GO) generate ./images/gobin
 
 # Builds the demo site's gateway image into out/demo (state in
 # examples/.appliance/demo). The demo's Wi-Fi passphrase is a variable;
@@ -25,7 +33,7 @@ demo: build
 	APPLIANCE_VAR_wifi_psk="$${APPLIANCE_VAR_wifi_psk:-$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" \
 		bin/appliance build examples/demo.hcl
 
-test: deps lint unit race fuzz reproducible-ingest boot-test
+test: deps lint unit race fuzz reproducible-programs boot-test
 
 deps:
 	scripts/deps
@@ -42,17 +50,19 @@ race:
 
 # Builds the demo site from Debian's archive and boots it under QEMU
 # (about ten minutes under emulation); time-boxed inside the test.
-boot-test:
-	$(GO) test -tags boottest -run '^TestBootDemo$$' -timeout 40m -count=1 -v ./images/vm
+# The image carries the embedded programs, as a release binary's would.
+boot-test: generate
+	$(GO) test -tags 'boottest appliance_embed' -run '^TestBootDemo$$' -timeout 40m -count=1 -v ./images/vm
 
 # A short run of each fuzz target on top of its seed corpus.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZ_LOAD) -fuzzminimizetime 5s ./spec
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZ_DECODE) -fuzzminimizetime 5s ./ingest/wire
 
-# The gateway's ingest binary (linux/arm64) must build byte-identically.
-reproducible-ingest:
-	scripts/reproducible-ingest
+# The gateway's programs (linux/arm64) must build byte-identically, and
+# be the ones bin/appliance carries.
+reproducible-programs: build
+	scripts/reproducible-programs
 
 lint:
 	@unformatted=$$(gofmt -l .); \

@@ -17,10 +17,6 @@ import (
 	"github.com/appliance/appliance/state"
 )
 
-// SourceDir is where appliance's source was when the binary was built
-// (set by the Makefile): the gateway's programs are built from it.
-var SourceDir = ""
-
 func init() {
 	register(&verb{
 		name:    "build",
@@ -83,7 +79,7 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, err := gobin.SourceDir(SourceDir)
+	progs, err := gobin.Find()
 	if err != nil {
 		return err
 	}
@@ -98,7 +94,7 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 	r, err := build.Build(ctx, build.Options{
 		SpecPath: path, Site: site, Gateway: gw, State: st, Cache: ca,
 		Client: &apt.Client{Store: ca, Offline: *offline, Retries: 3, HTTP: &http.Client{Timeout: 10 * time.Minute}},
-		OutDir: outDir, Epoch: epoch, SourceDir: src, Progress: progressFor(e), Log: e.Stderr, Version: version(),
+		OutDir: outDir, Epoch: epoch, Programs: progs, Progress: progressFor(e), Log: e.Stderr, Version: version(),
 	})
 	if err != nil {
 		return err

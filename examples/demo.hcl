@@ -42,16 +42,16 @@ os {
   suite    = "trixie"
   packages = ["less"]
 
+  # Debian's archive key ships with appliance (keys/), so no keyring is
+  # named: the spec needs no file beside it.
   source "debian" {
     url        = "http://deb.debian.org/debian"
     components = ["main"]
-    keyring    = "../keys/debian-archive.pgp"
   }
 
   source "debian-security" {
-    url     = "http://deb.debian.org/debian-security"
-    suite   = "trixie-security"
-    keyring = "../keys/debian-archive.pgp"
+    url   = "http://deb.debian.org/debian-security"
+    suite = "trixie-security"
   }
 }
 

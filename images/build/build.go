@@ -51,9 +51,9 @@ type Options struct {
 	OutDir string
 	// Epoch is SOURCE_DATE_EPOCH, when set.
 	Epoch *int64
-	// SourceDir is appliance's source, for the gateway's Go programs.
-	SourceDir string
-	Progress  rootfs.Progress
+	// Programs gives appliance's programs for the gateway.
+	Programs *gobin.Source
+	Progress rootfs.Progress
 	// Log receives one line per step.
 	Log io.Writer
 	// Version is appliance's version, recorded in build-info.json.
@@ -134,8 +134,8 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 	var err error
-	if b.srcHash, err = gobin.SourceHash(ctx, opt.SourceDir, spec.Boards[opt.Site.Gateway.Board].Arch); err != nil {
-		return nil, fmt.Errorf("hashing appliance's source: %w", err)
+	if b.srcHash, err = opt.Programs.Key(ctx, spec.Boards[opt.Site.Gateway.Board].Arch); err != nil {
+		return nil, fmt.Errorf("the gateway's programs: %w", err)
 	}
 	key, err := b.key(ctx)
 	if err != nil {
@@ -246,12 +246,12 @@ func (b *builder) programs(ctx context.Context) error {
 	for _, p := range progs {
 		list = append(list, gobin.Program{Package: p.Package, Path: p.Path})
 	}
-	built, err := gobin.BuildHashed(ctx, b.opt.SourceDir, b.srcHash, b.opt.Cache.Dir, spec.Boards[b.opt.Site.Gateway.Board].Arch, list)
+	built, err := b.opt.Programs.Build(ctx, spec.Boards[b.opt.Site.Gateway.Board].Arch, list)
 	if err != nil {
 		return err
 	}
 	b.progs = built
-	s.done("%d programs for linux/%s", len(built), spec.Boards[b.opt.Site.Gateway.Board].Arch)
+	s.done("%d programs for linux/%s, %s", len(built), spec.Boards[b.opt.Site.Gateway.Board].Arch, b.opt.Programs)
 	return nil
 }
 
@@ -416,9 +416,7 @@ func (b *builder) initramfs(t *tree.Tree, kver string, mtime time.Time) ([]byte,
 	var initBin []byte
 	for _, p := range b.progs {
 		if p.Path == bootinit.InitPath {
-			if initBin, err = os.ReadFile(p.File); err != nil {
-				return nil, err
-			}
+			initBin = p.Data
 		}
 	}
 	if initBin == nil {

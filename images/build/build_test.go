@@ -17,6 +17,7 @@ import (
 
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/build/buildtest"
+	"github.com/appliance/appliance/images/gobin"
 	"github.com/appliance/appliance/images/tree"
 	"github.com/appliance/appliance/internal/testenv"
 	"github.com/appliance/appliance/state"
@@ -152,7 +153,7 @@ func TestDemoImage(t *testing.T) {
 	// A build that fails leaves the outputs as they were, and no debris.
 	before, _ := os.ReadFile(filepath.Join(out, build.SumsName))
 	bad := d.opt
-	bad.OutDir, bad.SourceDir, bad.Epoch = out, t.TempDir(), new(int64)
+	bad.OutDir, bad.Programs, bad.Epoch = out, &gobin.Source{Dir: t.TempDir()}, new(int64)
 	if _, err := build.Build(context.Background(), bad); err == nil {
 		t.Fatalf("a build with no source for the gateway's programs succeeded")
 	}

@@ -250,12 +250,8 @@ func (b *builder) writeSBOM(path string) error {
 	comps := rootfs.SBOM(b.lock)
 	seen := map[string]bool{}
 	for _, p := range b.progs {
-		sum, _, err := sha256File(p.File)
-		if err != nil {
-			return err
-		}
 		comps = append(comps, sbom.Component{Type: "application", Name: filepath.Base(p.Path), Version: b.opt.Version,
-			PURL: "pkg:golang/" + p.Package + "@" + b.opt.Version, SHA256: sum,
+			PURL: "pkg:golang/" + p.Package + "@" + b.opt.Version, SHA256: p.SHA256,
 			Properties: [][2]string{{"appliance:path", p.Path}}})
 		for _, d := range p.Deps {
 			key := d.Path + "@" + d.Version

@@ -105,11 +105,7 @@ func (b *builder) overlay(t *tree.Tree) error {
 		}
 	}
 	for _, p := range b.progs {
-		data, err := os.ReadFile(p.File)
-		if err != nil {
-			return err
-		}
-		if err := put(strings.TrimPrefix(p.Path, "/"), 0o755, 0, 0, data); err != nil {
+		if err := put(strings.TrimPrefix(p.Path, "/"), 0o755, 0, 0, p.Data); err != nil {
 			return err
 		}
 	}

@@ -1,30 +1,56 @@
-// Package gobin builds appliance's own programs for the gateway —
-// the init, the ingest service, the setup tool — from the same source
-// as the appliance binary that runs the build, with the Go toolchain
-// alone, as gokrazy does. Builds are reproducible (CGO off, -trimpath,
-// no build ID or VCS stamp) and cached by a hash of the source, so an
-// unchanged rebuild costs nothing.
+// Package gobin gives appliance's own programs for the gateway — the
+// init, the ingest service, the setup tool — as the bytes a build puts
+// into the image.
+//
+// A release binary of appliance carries them: `make build` compiles them
+// for linux/arm64 (go generate, see internal/gen) and embeds them with the
+// appliance_embed build tag, so a user needs neither Go nor appliance's
+// source. A binary built without the tag (go test, go run, go install)
+// builds them from appliance's source with the Go toolchain instead, for
+// development; APPLIANCE_SOURCE chooses a source folder over the embedded
+// programs.
+//
+// Both ways build with the same command (BuildCommand): CGO off,
+// -trimpath, no build ID or VCS stamp, so the programs are reproducible.
+// Nothing is kept in appliance's cache: programs built from source are
+// built anew when a build needs them (Go's own build cache makes that a
+// second), so no cached binary can be swapped under a build.
 package gobin
+
+//go:generate go run ./internal/gen -o embedded
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 )
 
 // Module is the module path of appliance's source.
 const Module = "github.com/appliance/appliance"
+
+// Gateway lists every program appliance puts on a gateway; a release
+// binary embeds each of them for every architecture in Arches.
+var Gateway = []string{
+	Module + "/cmd/appliance-init",
+	Module + "/cmd/ingest",
+	Module + "/cmd/appliance-setup",
+}
+
+// Arches are the gateway architectures a release binary carries
+// programs for.
+var Arches = []string{"arm64"}
 
 // Program is one program built for the gateway.
 type Program struct {
@@ -34,11 +60,12 @@ type Program struct {
 	Path string
 }
 
-// Built is a program built for the gateway.
+// Built is a program ready for the gateway.
 type Built struct {
 	Program
-	// File is the built binary, in the cache.
-	File string
+	// Data is the linux binary; SHA256 its digest in hex.
+	Data   []byte
+	SHA256 string
 	// Deps are the Go modules compiled into it (for the SBOM).
 	Deps []Dep
 }
@@ -48,21 +75,32 @@ type Dep struct {
 	Path, Version, Sum string
 }
 
-// SourceDir finds appliance's source: $APPLIANCE_SOURCE, the folder the
-// build recorded (from is set at link time by the Makefile), or a
-// parent of the working folder or of the executable that holds
-// appliance's go.mod.
-func SourceDir(from string) (string, error) {
-	var tried []string
-	for _, d := range []string{os.Getenv("APPLIANCE_SOURCE"), from} {
-		if d != "" {
-			if isSource(d) {
-				return d, nil
-			}
-			tried = append(tried, d)
+// BuildCommand is the one command that builds gateway programs, for
+// the embedded set and for builds from source alike: each package's
+// binary is written into outDir under the package's last element.
+func BuildCommand(ctx context.Context, src, arch, outDir string, pkgs ...string) *exec.Cmd {
+	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", outDir + string(filepath.Separator)}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS=-mod=readonly")
+	return cmd
+}
+
+// SourceDir finds appliance's source: $APPLIANCE_SOURCE, the folder this
+// package was compiled from (when the binary kept its file names, as go
+// build and go install do without -trimpath), or a parent of the working
+// folder or of the executable that holds appliance's go.mod.
+func SourceDir() (string, error) {
+	if d := os.Getenv("APPLIANCE_SOURCE"); d != "" {
+		if isSource(d) {
+			return d, nil
 		}
+		return "", fmt.Errorf("APPLIANCE_SOURCE=%s is not appliance's source (no go.mod of %s there)", d, Module)
 	}
 	var starts []string
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		starts = append(starts, filepath.Dir(file))
+	}
 	if wd, err := os.Getwd(); err == nil {
 		starts = append(starts, wd)
 	}
@@ -79,7 +117,7 @@ func SourceDir(from string) (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("appliance's source was not found (tried %s and the parents of the working folder); the gateway's programs are built from it: set APPLIANCE_SOURCE to the checkout", strings.Join(tried, ", "))
+	return "", fmt.Errorf("this appliance binary carries no gateway programs and appliance's source was not found to build them: use a release binary (make build), or set APPLIANCE_SOURCE to a checkout and have Go on PATH")
 }
 
 func isSource(dir string) bool {
@@ -92,18 +130,9 @@ func isSource(dir string) bool {
 	return sc.Scan() && strings.TrimSpace(sc.Text()) == "module "+Module
 }
 
-// SourceHash is the hash Build caches under: it changes whenever the
-// programs would.
-func SourceHash(ctx context.Context, src, arch string) (string, error) {
-	goVersion, err := exec.CommandContext(ctx, "go", "env", "GOVERSION").Output()
-	if err != nil {
-		return "", fmt.Errorf("the Go toolchain is needed to build the gateway's programs: %w", err)
-	}
-	return sourceHash(src, strings.TrimSpace(string(goVersion)), arch)
-}
-
-// sourceHash hashes every file the build reads: Go sources (not tests),
-// embedded files, go.mod and go.sum, and the toolchain version.
+// sourceHash hashes every file a build of the programs reads: Go sources
+// (not tests), embedded files, go.mod and go.sum, and the toolchain
+// version.
 func sourceHash(dir, goVersion, arch string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s %s\n", goVersion, arch)
@@ -114,7 +143,7 @@ func sourceHash(dir, goVersion, arch string) (string, error) {
 		}
 		name := d.Name()
 		if d.IsDir() {
-			if p != dir && (strings.HasPrefix(name, ".") || name == "testdata" || name == "out" || name == "bin") {
+			if p != dir && (strings.HasPrefix(name, ".") || name == "testdata" || name == "out" || name == "bin" || name == "embedded") {
 				return filepath.SkipDir
 			}
 			return nil
@@ -145,52 +174,20 @@ func sourceHash(dir, goVersion, arch string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// Build builds the programs for GOARCH arch into cacheDir, reusing an
-// earlier build of the same source.
-func Build(ctx context.Context, src, cacheDir, arch string, progs []Program) ([]Built, error) {
-	hash, err := SourceHash(ctx, src, arch)
+// built makes a Built of a program's binary, with the modules Go
+// recorded in it.
+func built(p Program, data []byte) (Built, error) {
+	sum := sha256.Sum256(data)
+	b := Built{Program: p, Data: data, SHA256: hex.EncodeToString(sum[:])}
+	info, err := buildinfo.Read(bytes.NewReader(data))
 	if err != nil {
-		return nil, err
+		return b, fmt.Errorf("%s: reading its Go build information: %w", p.Package, err)
 	}
-	return BuildHashed(ctx, src, hash, cacheDir, arch, progs)
-}
-
-// BuildHashed is Build for a caller that has the SourceHash already.
-func BuildHashed(ctx context.Context, src, hash, cacheDir, arch string, progs []Program) ([]Built, error) {
-	dir := filepath.Join(cacheDir, "gobin", hash[:32])
-	var out []Built
-	for _, p := range progs {
-		bin := filepath.Join(dir, filepath.Base(p.Package))
-		if _, err := os.Stat(bin); errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, err
-			}
-			tmp := bin + ".tmp"
-			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", tmp, p.Package)
-			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS=-mod=readonly")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				os.Remove(tmp)
-				return nil, fmt.Errorf("building %s for linux/%s: %v\n%s", p.Package, arch, err, b)
-			}
-			if err := os.Rename(tmp, bin); err != nil {
-				return nil, err
-			}
-		} else if err != nil {
-			return nil, err
+	for _, d := range info.Deps {
+		if d.Replace != nil {
+			d = d.Replace
 		}
-		info, err := buildinfo.ReadFile(bin)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", bin, err)
-		}
-		b := Built{Program: p, File: bin}
-		for _, d := range info.Deps {
-			if d.Replace != nil {
-				d = d.Replace
-			}
-			b.Deps = append(b.Deps, Dep{Path: d.Path, Version: d.Version, Sum: d.Sum})
-		}
-		out = append(out, b)
+		b.Deps = append(b.Deps, Dep{Path: d.Path, Version: d.Version, Sum: d.Sum})
 	}
-	return out, nil
+	return b, nil
 }

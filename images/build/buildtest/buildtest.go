@@ -47,13 +47,13 @@ func Options(t testing.TB, specPath string) (build.Options, *state.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := gobin.SourceDir("")
+	progs, err := gobin.Find()
 	if err != nil {
 		t.Fatal(err)
 	}
 	epoch := Epoch
 	return build.Options{
 		SpecPath: specPath, Site: site, Gateway: gw, State: st, Cache: ca,
-		Client: &apt.Client{Store: ca, Retries: 3}, Epoch: &epoch, SourceDir: src, Version: "test",
+		Client: &apt.Client{Store: ca, Retries: 3}, Epoch: &epoch, Programs: progs, Version: "test",
 	}, st
 }
