@@ -10,8 +10,12 @@
 // few ranges of at most 16 MiB instead of the whole image. Compressing
 // each range on its own costs next to nothing in size: the demo image's
 // copy is 217 MB in 45 frames, against 223 MB in one from the zstd
-// program at -1. A cached frame is kept with its SHA-256 and checked
-// before use; a damaged one is made again.
+// program at -1. The cache is not trusted: a cached frame is decoded
+// before use and what it holds is checked against the image itself — a
+// range's SHA-256 from the bmap, a hole's length of zeros — so a frame
+// damaged or swapped for another is made again, and the copy always
+// decodes to the image. It is checked in memory and written from there,
+// so it cannot change between the check and the copy.
 package zst
 
 import (
@@ -105,12 +109,11 @@ type segment struct {
 	rng    int
 }
 
-// result is a segment's frame: in the cache file at path (checked), or
-// made now, in buf after its SHA-256.
+// result is a segment's frame, in buf after its SHA-256: from the cache
+// (checked) or made now.
 type result struct {
-	path string
-	buf  *bytes.Buffer
-	err  error
+	buf *bytes.Buffer
+	err error
 }
 
 // buffers hold frames on their way to the copy; they are reused, as they
@@ -179,11 +182,19 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 					results[i] <- result{err: err}
 					continue
 				}
-				if p, ok := cached(c, k); ok {
-					results[i] <- result{path: p}
+				buf := buffers.Get().(*bytes.Buffer)
+				want := [32]byte{}
+				if !s.hole {
+					if want, err = sum(s.rng); err != nil {
+						buffers.Put(buf)
+						results[i] <- result{err: err}
+						continue
+					}
+				}
+				if cached(c, k, buf, s, want) {
+					results[i] <- result{buf: buf}
 					continue
 				}
-				buf := buffers.Get().(*bytes.Buffer)
 				var src io.Reader = io.NewSectionReader(img, s.off, s.n)
 				if s.hole {
 					src = io.LimitReader(zeros{}, s.n)
@@ -243,49 +254,87 @@ func Write(w io.Writer, img *os.File, size int64, ranges []bmap.Range, sum func(
 	return stats, err
 }
 
-// cached says whether the frame cached under key is there and whole,
-// and where: a damaged one is removed, to be made again. The frame is
-// read here to check it and again when it is written to the copy, from
-// the page cache: cheaper than holding frames of megabytes in memory.
-func cached(c *cache.Cache, key string) (string, bool) {
+// cached reads the frame cached under key into buf and checks that it
+// decodes to the segment's content: n zeros for a hole, bytes of SHA-256
+// want for a range. A damaged or foreign frame is removed, to be made
+// again.
+func cached(c *cache.Cache, key string, buf *bytes.Buffer, s segment, want [32]byte) bool {
 	p := c.Path(Kind, key)
 	f, err := os.Open(p)
 	if err != nil {
-		return "", false
+		return false
 	}
-	defer f.Close()
-	var want [sha256.Size]byte
-	h := sha256.New()
-	if _, err := io.ReadFull(f, want[:]); err != nil {
+	buf.Reset()
+	_, err = buf.ReadFrom(f)
+	f.Close()
+	if err != nil || buf.Len() < sha256.Size || !decodesTo(buf.Bytes()[sha256.Size:], s, want) {
 		os.Remove(p)
-		return "", false
-	}
-	if _, err := io.Copy(h, f); err != nil || [sha256.Size]byte(h.Sum(nil)) != want {
-		os.Remove(p)
-		return "", false
+		return false
 	}
 	// Used now: Prune keeps it.
 	now := time.Now()
 	os.Chtimes(p, now, now)
-	return p, true
+	return true
+}
+
+// decoders are reused across frames, as encoders are.
+var decoders = sync.Pool{New: func() any {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return nil
+	}
+	return d
+}}
+
+// decodesTo reports whether frame decodes to exactly the segment's
+// content.
+func decodesTo(frame []byte, s segment, want [32]byte) bool {
+	d, _ := decoders.Get().(*zstd.Decoder)
+	if d == nil {
+		return false
+	}
+	defer decoders.Put(d)
+	if err := d.Reset(bytes.NewReader(frame)); err != nil {
+		return false
+	}
+	var check io.Writer
+	h := sha256.New()
+	nz := &nonZero{}
+	if s.hole {
+		check = nz
+	} else {
+		check = h
+	}
+	// One byte more than the segment shows a frame that holds more.
+	n, err := io.Copy(check, io.LimitReader(d, s.n+1))
+	if err != nil || n != s.n {
+		return false
+	}
+	if s.hole {
+		return !nz.seen
+	}
+	return [32]byte(h.Sum(nil)) == want
+}
+
+// nonZero notes whether any byte written to it was not zero.
+type nonZero struct{ seen bool }
+
+func (z *nonZero) Write(p []byte) (int, error) {
+	if !z.seen {
+		for _, b := range p {
+			if b != 0 {
+				z.seen = true
+				break
+			}
+		}
+	}
+	return len(p), nil
 }
 
 // writeFrame writes a result's frame to w.
 func writeFrame(w io.Writer, r result) error {
-	if r.buf != nil {
-		_, err := w.Write(r.buf.Bytes()[sha256.Size:])
-		buffers.Put(r.buf)
-		return err
-	}
-	f, err := os.Open(r.path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, err := f.Seek(sha256.Size, io.SeekStart); err != nil {
-		return err
-	}
-	_, err = io.Copy(w, f)
+	_, err := w.Write(r.buf.Bytes()[sha256.Size:])
+	buffers.Put(r.buf)
 	return err
 }
 

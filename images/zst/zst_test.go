@@ -153,6 +153,44 @@ func TestDamagedFrame(t *testing.T) {
 	}
 }
 
+// TestSwappedFrame: the cache is not trusted. Every cached frame swapped
+// for another valid frame — of another range, or of the right length
+// with other content, or a hole's frame for a range — with its
+// self-hash fixed is refused and made again, and the copy decodes to the
+// image.
+func TestSwappedFrame(t *testing.T) {
+	dir := t.TempDir()
+	img, want := image(t, dir)
+	c := &cache.Cache{Dir: filepath.Join(dir, "cache")}
+	_, first := compress(t, img, Zstd(), c)
+	var frames []string
+	filepath.WalkDir(filepath.Join(c.Dir, Kind), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			frames = append(frames, p)
+		}
+		return nil
+	})
+	if len(frames) != first.Frames {
+		t.Fatalf("%d frames cached; want %d", len(frames), first.Frames)
+	}
+	// Each frame's file gets the next one's content: a valid frame with a
+	// valid self-hash, holding something else.
+	contents := make([][]byte, len(frames))
+	for i, p := range frames {
+		contents[i], _ = os.ReadFile(p)
+	}
+	for i, p := range frames {
+		os.WriteFile(p, contents[(i+1)%len(frames)], 0o644)
+	}
+	z, st := compress(t, img, Zstd(), c)
+	if st.Made != st.Frames {
+		t.Errorf("after swapping every cached frame: %+v; want every frame made again", st)
+	}
+	if got, _ := unzstd(t, z); !bytes.Equal(got, want) {
+		t.Errorf("the copy made from a tampered cache is not the image")
+	}
+}
+
 // TestCompressorFails: a failing compressor ends Write with its error —
 // no hang, no frame cached for what failed.
 func TestCompressorFails(t *testing.T) {
