@@ -8,17 +8,15 @@ import (
 	"os"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/appliance/appliance/ingest/wire"
-	"github.com/appliance/appliance/spec"
 )
 
 // Config is everything the service needs, read from a JSON file
-// (/etc/appliance/ingest.json on the gateway, rendered by the ingest
-// module with ConfigFor). Secrets are not in it, only the files that hold
+// (/etc/appliance/ingest.json on the gateway, which appliance's ingest
+// module writes from the site's spec). Secrets are not in it, only the files that hold
 // them. A file path may start with $CREDENTIALS_DIRECTORY/, which is
 // where systemd puts the files the unit loads with LoadCredential=.
 type Config struct {
@@ -114,8 +112,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Defaults that the spec does not set.
+// Defaults for what a config leaves out.
 const (
+	DefaultBatchSize      = 5000
+	DefaultFlushInterval  = 500 * time.Millisecond
+	DefaultSpoolSize      = 256 << 20
 	DefaultClientID       = "appliance-ingest"
 	DefaultSessionExpiry  = 7 * 24 * time.Hour
 	DefaultReceiveMaximum = 1024
@@ -137,70 +138,6 @@ const (
 	CredToken    = "influxdb-token"
 	CredPassword = "influxdb-password"
 )
-
-// Paths are the files on the gateway that the service reads: the site
-// CA, ingest's client certificate and key, and the InfluxDB secret. The
-// unit hands them to the service as credentials, so they may stay
-// readable by root only.
-type Paths struct {
-	CAFile, CertFile, KeyFile string
-	// InfluxSecretFile holds the token (InfluxDB 2) or the password of
-	// user "ingest" (InfluxDB 1).
-	InfluxSecretFile string
-}
-
-func cred(name string) string { return "$CREDENTIALS_DIRECTORY/" + name }
-
-// ConfigFor is the configuration of the site's ingest service. The file
-// paths in it point into $CREDENTIALS_DIRECTORY; Unit(paths) loads them
-// there.
-func ConfigFor(site *spec.Site, paths Paths) Config {
-	in := site.InfluxDB
-	scheme := "http"
-	if in.Expose {
-		// An exposed InfluxDB serves HTTPS only (with the site's
-		// certificate, which names localhost too).
-		scheme = "https"
-	}
-	c := Config{
-		MQTT: MQTT{
-			Broker:         net.JoinHostPort("localhost", strconv.Itoa(site.MQTT.Port)),
-			ServerName:     "localhost",
-			CAFile:         cred(CredCA),
-			CertFile:       cred(CredCert),
-			KeyFile:        cred(CredKey),
-			ClientID:       DefaultClientID,
-			Topic:          wire.TopicFilter,
-			SessionExpiry:  Duration(DefaultSessionExpiry),
-			ReceiveMaximum: DefaultReceiveMaximum,
-			KeepAlive:      Duration(DefaultKeepAlive),
-		},
-		InfluxDB: InfluxDB{
-			URL:     scheme + "://" + net.JoinHostPort("localhost", strconv.Itoa(in.Port)),
-			Version: in.Version,
-		},
-		BatchSize:     site.Ingest.BatchSize,
-		FlushInterval: Duration(site.Ingest.FlushInterval),
-		Spool:         Spool{Dir: SpoolDir, MaxBytes: site.Ingest.SpoolSize},
-		Listen:        net.JoinHostPort("127.0.0.1", strconv.Itoa(site.Ingest.MetricsPort)),
-		Nodes:         map[string]Node{},
-	}
-	if in.Expose {
-		c.InfluxDB.CAFile = cred(CredCA)
-	}
-	if site.Ingest.SharedSubscription {
-		c.MQTT.SharedGroup = SharedGroup
-	}
-	if in.Version == 2 {
-		c.InfluxDB.Org, c.InfluxDB.Bucket, c.InfluxDB.TokenFile = in.Org, in.Bucket, cred(CredToken)
-	} else {
-		c.InfluxDB.Database, c.InfluxDB.User, c.InfluxDB.PasswordFile = in.Bucket, User, cred(CredPassword)
-	}
-	for _, n := range site.Nodes {
-		c.Nodes[n.Name] = Node{Sensor: n.Sensor.Type, Group: n.Group, Firmware: n.Firmware, Tags: n.Tags}
-	}
-	return c
-}
 
 // LoadConfig reads and checks a config file.
 func LoadConfig(path string) (Config, error) {
@@ -291,13 +228,13 @@ func (c *Config) Validate() error {
 	}
 
 	if c.BatchSize == 0 {
-		c.BatchSize = spec.DefaultBatchSize
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100_000 {
 		bad("batch_size %d: 1…100000", c.BatchSize)
 	}
 	if c.FlushInterval == 0 {
-		c.FlushInterval = Duration(spec.DefaultFlushInterval)
+		c.FlushInterval = Duration(DefaultFlushInterval)
 	}
 	if c.FlushInterval < Duration(time.Millisecond) || c.FlushInterval > Duration(time.Minute) {
 		bad("flush_interval %s: 1ms…1m", time.Duration(c.FlushInterval))
@@ -306,7 +243,7 @@ func (c *Config) Validate() error {
 		bad("spool.dir is required")
 	}
 	if c.Spool.MaxBytes == 0 {
-		c.Spool.MaxBytes = spec.DefaultSpoolSize
+		c.Spool.MaxBytes = DefaultSpoolSize
 	}
 	if c.Spool.MaxBytes < 4<<20 {
 		bad("spool.max_bytes %d: at least 4 MiB", c.Spool.MaxBytes)

@@ -14,6 +14,7 @@ import (
 	"github.com/appliance/appliance/ingest"
 	"github.com/appliance/appliance/ingest/internal/testenv"
 	"github.com/appliance/appliance/ingest/wire"
+	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/pki"
 	"github.com/appliance/appliance/spec"
 )
@@ -168,7 +169,7 @@ func TestInfluxV1(t *testing.T) {
 }
 
 // TestVictoriaMetricsV2 writes through the InfluxDB 2 API (token, org,
-// bucket) to victoria-metrics, with the configuration ConfigFor renders
+// bucket) to victoria-metrics, with the configuration the ingest module renders
 // from a site and the credentials in $CREDENTIALS_DIRECTORY, as the unit
 // provides them.
 func TestVictoriaMetricsV2(t *testing.T) {
@@ -182,7 +183,7 @@ func TestVictoriaMetricsV2(t *testing.T) {
 	for _, n := range names("shed", 3) {
 		site.Nodes = append(site.Nodes, spec.Node{Name: n, Group: "shed", Firmware: "sensor", Sensor: spec.NodeSensor{Type: "dht11"}, Tags: map[string]string{"room": "a b,c=d\"e"}})
 	}
-	cfg := ingest.ConfigFor(site, ingest.Paths{})
+	cfg := modules.IngestConfig(site)
 	cfg.Spool.Dir = filepath.Join(t.TempDir(), "spool")
 
 	creds := t.TempDir()

@@ -12,19 +12,20 @@ import (
 
 	"github.com/appliance/appliance/ingest"
 	"github.com/appliance/appliance/ingest/internal/testenv"
+	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/spec"
 )
 
-var paths = ingest.Paths{CAFile: "/etc/appliance/pki/ca.crt", CertFile: "/etc/appliance/pki/ingest.crt", KeyFile: "/etc/appliance/pki/ingest.key", InfluxSecretFile: "/etc/appliance/secrets/influxdb-ingest-token"}
+var paths = modules.IngestPaths{CAFile: "/etc/appliance/pki/ca.crt", CertFile: "/etc/appliance/pki/ingest.crt", KeyFile: "/etc/appliance/pki/ingest.key", InfluxSecretFile: "/etc/appliance/secrets/influxdb-ingest-token"}
 
 // TestUnitSecurity checks the unit with systemd's own tools: it must
 // verify, and its exposure must be 1.5 or lower.
 func TestUnitSecurity(t *testing.T) {
 	testenv.Need(t, "systemd-analyze")
 	dir := t.TempDir()
-	unit := filepath.Join(dir, ingest.UnitName)
+	unit := filepath.Join(dir, modules.IngestUnit)
 	// verify wants ExecStart to exist: point it at the real binary.
-	text := strings.Replace(ingest.Unit(paths), ingest.BinaryPath, testenv.Binary(t), 1)
+	text := strings.Replace(modules.IngestUnitFile("demo", paths), modules.IngestBinary, testenv.Binary(t), 1)
 	if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -46,13 +47,13 @@ func TestUnitSecurity(t *testing.T) {
 	}
 	t.Logf("exposure %.1f", score)
 	for _, want := range []string{"Type=notify", "WatchdogSec=", "DynamicUser=yes", "StateDirectory=appliance-ingest", "ProtectSystem=strict", "CapabilityBoundingSet=\n", "LoadCredential=ingest.key:/etc/appliance/pki/ingest.key"} {
-		if !strings.Contains(ingest.Unit(paths), want) {
+		if !strings.Contains(modules.IngestUnitFile("demo", paths), want) {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
 }
 
-// TestConfigFor renders the demo site's configuration, reads it back as
+// TestConfigFor: the ingest module renders the demo site's configuration, reads it back as
 // the service would, and checks what the module relies on.
 func TestConfigFor(t *testing.T) {
 	site, rep := spec.Load("../examples/demo.hcl", spec.Options{Vars: []string{"wifi_psk=correct-horse-battery"}, Environ: []string{}})
@@ -61,7 +62,7 @@ func TestConfigFor(t *testing.T) {
 		rep.WriteText(&b)
 		t.Fatalf("examples/demo.hcl:\n%s", b.String())
 	}
-	cfg := ingest.ConfigFor(site, paths)
+	cfg := modules.IngestConfig(site)
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,7 @@ func TestConfigFor(t *testing.T) {
 		t.Errorf("the config holds a secret:\n%s", b)
 	}
 	site.Ingest.SharedSubscription = true
-	if s := ingest.ConfigFor(site, paths); s.Subscription() != "$share/ingest/sensors/+/reading" {
+	if s := modules.IngestConfig(site); s.Subscription() != "$share/ingest/sensors/+/reading" {
 		t.Errorf("shared subscription = %s", s.Subscription())
 	}
 }
@@ -118,23 +119,6 @@ func TestConfigErrors(t *testing.T) {
 		err := cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Validate() = %v; want an error about %q", err, c.want)
-		}
-	}
-}
-
-// TestModules reads the SBOM's module list from the real binary.
-func TestModules(t *testing.T) {
-	mods, err := ingest.Modules(testenv.Binary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, m := range mods {
-		got[m.Path] = m.Version
-	}
-	for _, want := range []string{"github.com/eclipse/paho.golang", "github.com/influxdata/line-protocol/v2", "golang.org/toolchain"} {
-		if !strings.HasPrefix(got[want], "v") && !strings.HasPrefix(got[want], "go1.") {
-			t.Errorf("module %s: version %q in %v", want, got[want], got)
 		}
 	}
 }

@@ -38,9 +38,12 @@ func (m *Firewall) Contribute() Contribution {
 		Packages: []string{"nftables"},
 		Symlinks: []Symlink{enableVendor("nftables.service", "sysinit.target")},
 		Units:    []string{"nftables.service"},
-		Files: []File{text(dropInPath("nftables.service"), 0o644, "root", "root", header("#", s.Name)+
-			"# Loading the ruleset is all this unit does.\n[Service]\nCapabilityBoundingSet=CAP_NET_ADMIN\nNoNewPrivileges=yes\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nPrivateDevices=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes\nProtectClock=yes\nProtectHostname=yes\nProtectProc=invisible\nProcSubset=pid\nRestrictNamespaces=yes\nRestrictRealtime=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\nMemoryDenyWriteExecute=yes\nSystemCallArchitectures=native\nSystemCallFilter=@system-service\nRestrictAddressFamilies=AF_NETLINK AF_UNIX\nIPAddressDeny=any\nUMask=0077\n",
-			s.Firewall.Where.Block)},
+		// Loading the ruleset is all the unit does: netlink, as root with
+		// CAP_NET_ADMIN alone, and no IP traffic.
+		Files: []File{text(dropInPath("nftables.service"), 0o644, "root", "root", Sandbox{
+			Capabilities: []string{"CAP_NET_ADMIN"}, AddressFamilies: []string{"AF_NETLINK", "AF_UNIX"},
+			NoIP: true, UMask: "0077", PrivilegedCalls: true,
+		}.dropIn(s.Name, "nftables.service"), s.Firewall.Where.Block)},
 		Checks: []Check{{Name: "firewall loaded", Kind: "unit", Unit: "nftables.service"}},
 	}
 }

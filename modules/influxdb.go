@@ -182,17 +182,14 @@ Before=appliance-ingest.service grafana-server.service
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/bin/appliance-setup influxdb --config ` + influxSetupConfig + "\n")
+	sb := Sandbox{DynamicUser: true, Localhost: true}
 	for _, c := range creds {
-		fmt.Fprintf(&b, "LoadCredential=%s:%s\n", c, InfluxSecretPath(c))
+		sb.Credentials = append(sb.Credentials, [2]string{c, InfluxSecretPath(c)})
 	}
-	sb := Sandbox{Extra: []string{"DynamicUser=yes", "IPAddressDeny=any", "IPAddressAllow=localhost"}}
 	if v2 {
 		sb.StateDirectory = strings.TrimPrefix(InfluxTokenDir, "/var/lib/")
 	}
-	body := sb.dropIn(site, "appliance-influxdb-setup.service")
-	// The sandbox lines without the drop-in's own header and section.
-	body = body[strings.Index(body, "[Service]\n")+len("[Service]\n"):]
-	b.WriteString(body)
+	b.WriteString(sb.lines())
 	b.WriteString("TimeoutStartSec=120\n\n[Install]\nWantedBy=multi-user.target\n")
 	return b.String()
 }
