@@ -116,7 +116,7 @@ func TestMosquitto(t *testing.T) {
 
 	// Revoke bench-1; after a restart (the CRL is read at start) it is
 	// refused and bench-2 still works.
-	if _, err := w.st.Revoke("bench-1", "keyCompromise"); err != nil {
+	if _, err := w.st.Revoke("bench-1", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
 	files, err := w.g.Files(w.st)

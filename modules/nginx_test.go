@@ -106,7 +106,7 @@ func TestNginx(t *testing.T) {
 	}
 
 	// A revoked node is refused once the new CRL is in place.
-	if _, err := w.st.Revoke("bench-1", "keyCompromise"); err != nil {
+	if _, err := w.st.Revoke("bench-1", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := w.g.Files(w.st)
