@@ -23,6 +23,7 @@ func init() {
 		examples: `
 appliance pki list examples/demo.hcl
 appliance pki renew examples/demo.hcl mosquitto nginx
+appliance pki renew examples/demo.hcl ca      # extend the site CA with its own key
 appliance pki revoke --reason keyCompromise examples/demo.hcl bench-2`,
 		run: runPKI,
 	})
