@@ -71,6 +71,9 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 	if res.Errors() {
 		return fmt.Errorf("the state has problems that stop a build (above)")
 	}
+	if err := renewState(e, st, gw.Wants); err != nil {
+		return err
+	}
 	ca, err := cache.FromEnv(e.environ())
 	if err != nil {
 		return err

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/appliance/appliance/internal/testenv"
 )
@@ -109,5 +112,30 @@ func TestBuildFlashVM(t *testing.T) {
 	code, _, stderr = run(t, env, "vm", dir)
 	if code != 1 || !strings.Contains(stderr, "holds no build") || !strings.Contains(stderr, "appliance build") {
 		t.Errorf("vm on a folder without a build: exit %d\n%s", code, stderr)
+	}
+
+	// Thirty days before the end of the support period the build renews
+	// what the gateway holds, and the image changes with it; the build
+	// after that has nothing to renew.
+	late := time.Now().AddDate(5, 0, -30)
+	buildAt := func() (int, string, string) {
+		var o, e bytes.Buffer
+		code := Main(context.Background(), []string{"build", "--state", stateDir, "--out", out, "../examples/demo.hcl"}, Env{Stdout: &o, Stderr: &e, Environ: env, Now: func() time.Time { return late }})
+		return code, o.String(), e.String()
+	}
+	code, stdout, stderr = buildAt()
+	if code != 0 || strings.Contains(stdout, "up to date") {
+		t.Fatalf("build 30 days before the support period ends: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"state      renewed crl: CRL re-signed, valid until " + late.AddDate(5, 0, 0).Format(time.DateOnly), "state      renewed nginx: new server certificate and key", "state      renewed mosquitto: new server certificate and key", "state      renewed ingest: new client certificate and key"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the late build did not say %q:\n%s", want, stderr)
+		}
+	}
+	if now, _ := os.ReadFile(filepath.Join(out, "SHA256SUMS")); string(now) == string(sums) {
+		t.Errorf("renewing changed nothing in the image")
+	}
+	if code, stdout, stderr = buildAt(); code != 0 || !strings.Contains(stdout, "up to date") || strings.Contains(stderr, "renewed") {
+		t.Errorf("the build after the renewals: exit %d\n%s%s", code, stdout, stderr)
 	}
 }

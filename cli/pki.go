@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +23,7 @@ func init() {
 		examples: `
 appliance pki list examples/demo.hcl
 appliance pki renew examples/demo.hcl mosquitto nginx
+appliance pki renew examples/demo.hcl ca      # extend the site CA with its own key
 appliance pki revoke --reason keyCompromise examples/demo.hcl bench-2`,
 		run: runPKI,
 	})
@@ -102,7 +105,7 @@ func pkiList(e *Env, v *verb, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, st, err := openSiteState(e, path, sf, *stateFlag)
+	gw, st, err := openSiteState(e, path, sf, *stateFlag)
 	if err != nil {
 		return err
 	}
@@ -114,6 +117,14 @@ func pkiList(e *Env, v *verb, args []string) error {
 	next, err := st.CRLNextUpdate()
 	if err != nil {
 		return fmt.Errorf("reading the CRL: %w", err)
+	}
+	now := e.now()
+	due, problems, err := st.Review(gw.Wants, now)
+	if err != nil {
+		return err
+	}
+	for i := range problems {
+		problems[i].Message = strings.ReplaceAll(problems[i].Message, state.SpecPlaceholder, path)
 	}
 	var shown []state.CertInfo
 	for _, c := range certs {
@@ -127,9 +138,15 @@ func pkiList(e *Env, v *verb, args []string) error {
 		return enc.Encode(struct {
 			Certificates  []state.CertInfo `json:"certificates"`
 			CRLNextUpdate time.Time        `json:"crl_next_update"`
-		}{shown, next})
+			SupportYears  int              `json:"support_years"`
+			Due           []state.Renewal  `json:"due"`
+			Problems      []state.Problem  `json:"problems"`
+		}{shown, next, gw.Site.SupportYears, due, problems})
 	}
-	now := e.now()
+	isDue := map[string]bool{}
+	for _, d := range due {
+		isDue[d.Name] = true
+	}
 	tw := tabwriter.NewWriter(e.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSERIAL\tEXPIRES\tSTATUS")
 	revoked := 0
@@ -142,17 +159,51 @@ func pkiList(e *Env, v *verb, args []string) error {
 		case c.NotAfter.Before(now):
 			status = "expired"
 		case c.Status == state.StatusValid:
-			days := int(c.NotAfter.Sub(now).Hours() / 24)
-			status = fmt.Sprintf("valid, %d days left", days)
-			if days < 30 {
-				status += fmt.Sprintf(": renew with appliance pki renew %s %s", path, c.Name)
-			}
+			// Rounded up, as the warnings below count.
+			status = fmt.Sprintf("valid, %d days left", int((c.NotAfter.Sub(now)+24*time.Hour-1)/(24*time.Hour)))
+		}
+		if c.Current && isDue[c.Name] {
+			status += "; the next build or push renews it"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Kind, c.Serial, c.NotAfter.Format(time.DateOnly), status)
 	}
 	tw.Flush()
 	fmt.Fprintf(e.Stdout, "\nCRL: %d revoked, next update due %s\n", revoked, next.Format(time.DateOnly))
+	writeLifetimes(e.Stdout, gw.Site.SupportYears, due, problems)
 	return nil
+}
+
+// renewState renews what the gateway holds that ends too soon, for
+// build and push, and says what it renewed.
+func renewState(e *Env, st *state.Store, w state.Wants) error {
+	renewed, err := st.Renew(w, e.now())
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	for _, r := range renewed {
+		fmt.Fprintf(e.Stderr, "state      renewed %s\n", r)
+	}
+	return nil
+}
+
+// writeLifetimes says, a line each, what on the gateway ends within the
+// site's support period or has ended, and what else about the state's
+// lifetimes needs the user.
+func writeLifetimes(w io.Writer, years int, due []state.Renewal, problems []state.Problem) {
+	fmt.Fprintf(w, "Support period: %d years (site.support_years): certificates and the CRL are issued for that long; build and push renew the gateway's %d days before they end.\n", years, int(state.RenewBefore.Hours()/24))
+	for _, d := range due {
+		fmt.Fprintf(w, "warning: %s\n", d)
+	}
+	for _, p := range problems {
+		fmt.Fprintf(w, "%s: %s: %s\n", severity(p), p.Name, p.Message)
+	}
+}
+
+func severity(p state.Problem) string {
+	if p.Error {
+		return "error"
+	}
+	return "warning"
 }
 
 func pkiRenew(e *Env, v *verb, args []string) error {
@@ -169,17 +220,27 @@ func pkiRenew(e *Env, v *verb, args []string) error {
 		return err
 	}
 	defer st.Close()
+	certs := false
 	for _, name := range fs.Args()[1:] {
 		if name == "ca" {
-			return fmt.Errorf("the site CA cannot be renewed in place; it is valid for ten years from the first plan")
+			cert, old, err := st.ExtendCA(gw.Wants)
+			if err != nil {
+				return fmt.Errorf("extending the site CA: %w", err)
+			}
+			fmt.Fprintf(e.Stdout, "extended the site CA with its own key: serial %s, valid until %s; everything it issued stays valid.\n", pki.SerialHex(cert.SerialNumber), cert.NotAfter.Format(time.DateOnly))
+			fmt.Fprintf(e.Stdout, "The gateway gets it with the next build or push; flash every node with a new build before %s, when the old one ends.\n", old.NotAfter.Format(time.DateOnly))
+			continue
 		}
-		cert, err := st.Renew(name, gw.Wants)
+		cert, err := st.RenewCert(name, gw.Wants)
 		if err != nil {
 			return fmt.Errorf("renewing %s: %w", name, err)
 		}
+		certs = true
 		fmt.Fprintf(e.Stdout, "renewed %s: new key, serial %s, valid until %s\n", name, pki.SerialHex(cert.SerialNumber), cert.NotAfter.Format(time.DateOnly))
 	}
-	fmt.Fprintln(e.Stdout, "The old certificates keep working until they expire; revoke one with appliance pki revoke when it must stop.")
+	if certs {
+		fmt.Fprintln(e.Stdout, "The old certificates keep working until they expire; revoke one with appliance pki revoke when it must stop.")
+	}
 	return nil
 }
 
@@ -192,12 +253,12 @@ func pkiRevoke(e *Env, v *verb, args []string) error {
 	if fs.NArg() != 2 {
 		return usagef(v.name, "revoke takes PATH and one NAME (appliance pki list shows the names)")
 	}
-	_, st, err := openSiteState(e, fs.Arg(0), sf, *stateFlag)
+	gw, st, err := openSiteState(e, fs.Arg(0), sf, *stateFlag)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	entry, err := st.Revoke(fs.Arg(1), *reason)
+	entry, err := st.Revoke(fs.Arg(1), *reason, gw.Wants)
 	if err != nil {
 		return fmt.Errorf("revoking %s: %w", fs.Arg(1), err)
 	}

@@ -80,9 +80,10 @@ func runPlan(ctx context.Context, e *Env, args []string) error {
 // written from the same data.
 type planView struct {
 	Site struct {
-		Name        string   `json:"name"`
-		Description string   `json:"description,omitempty"`
-		Files       []string `json:"files"`
+		Name         string   `json:"name"`
+		Description  string   `json:"description,omitempty"`
+		SupportYears int      `json:"support_years"`
+		Files        []string `json:"files"`
 	} `json:"site"`
 	State struct {
 		Dir    string `json:"dir"`
@@ -132,7 +133,7 @@ var nodeArtifacts = []string{"firmware.bin (signed)", "littlefs.bin (identity an
 func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *planView {
 	s := gw.Site
 	p := &planView{board: spec.Boards[s.Gateway.Board]}
-	p.Site.Name, p.Site.Description, p.Site.Files = s.Name, s.Description, s.Files
+	p.Site.Name, p.Site.Description, p.Site.SupportYears, p.Site.Files = s.Name, s.Description, s.SupportYears, s.Files
 	p.State.Dir, p.State.DryRun, p.State.Result = dir, dry, res
 
 	g := &p.Gateway
@@ -212,8 +213,9 @@ func (p *planView) writeText(w io.Writer) {
 		desc = " — " + p.Site.Description
 	}
 	fmt.Fprintf(w, "Site %s%s\n", p.Site.Name, desc)
-	fmt.Fprintf(w, "  spec   %s\n", strings.Join(p.Site.Files, ", "))
-	fmt.Fprintf(w, "  state  %s\n", p.State.Dir)
+	fmt.Fprintf(w, "  spec     %s\n", strings.Join(p.Site.Files, ", "))
+	fmt.Fprintf(w, "  state    %s\n", p.State.Dir)
+	fmt.Fprintf(w, "  support  %d years: certificates and the CRL are issued for that long\n", p.Site.SupportYears)
 	fmt.Fprintln(w)
 
 	g := p.Gateway
@@ -286,7 +288,7 @@ func (p *planView) writeText(w io.Writer) {
 		verb = "would create"
 	}
 	fmt.Fprintf(w, "State %s\n", p.State.Dir)
-	if len(p.State.Created) == 0 && len(p.State.Updated) == 0 {
+	if len(p.State.Created) == 0 && len(p.State.Updated) == 0 && len(p.State.Due) == 0 {
 		fmt.Fprintln(w, "  up to date")
 	}
 	for _, c := range p.State.Created {
@@ -295,12 +297,13 @@ func (p *planView) writeText(w io.Writer) {
 	for _, u := range p.State.Updated {
 		fmt.Fprintf(w, "  updated %s\n", u)
 	}
+	// What ends within the support period, a line each: the gateway's
+	// (the next build or push renews them), then what needs the user.
+	for _, d := range p.State.Due {
+		fmt.Fprintf(w, "  warning: %s\n", d)
+	}
 	for _, pr := range p.State.Problems {
-		sev := "warning"
-		if pr.Error {
-			sev = "error"
-		}
-		fmt.Fprintf(w, "  %s: %s: %s\n", sev, pr.Name, pr.Message)
+		fmt.Fprintf(w, "  %s: %s: %s\n", severity(pr), pr.Name, pr.Message)
 	}
 	if len(p.Missing) > 0 {
 		fmt.Fprintln(w)

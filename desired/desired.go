@@ -36,6 +36,8 @@ func Compute(s *spec.Site) (*Gateway, error) {
 			Certs:   set.Certs(),
 			Secrets: set.Secrets(),
 			OTA:     len(s.Nodes) > 0,
+			// How long what the CA signs lasts.
+			SupportYears: s.SupportYears,
 		},
 	}, nil
 }

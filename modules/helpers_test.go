@@ -117,7 +117,7 @@ func (w *gw) tlsConfig(t *testing.T, name string) *tls.Config {
 func (w *gw) badCerts(t *testing.T) (foreignCrt, foreignKey, expiredCrt, expiredKey string) {
 	t.Helper()
 	dir := t.TempDir()
-	other, _, err := pki.NewCA("intruder", time.Now())
+	other, _, err := pki.NewCA("intruder", time.Now(), time.Now().AddDate(10, 0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func (w *gw) badCerts(t *testing.T) (foreignCrt, foreignKey, expiredCrt, expired
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, k, _, err = ca.Issue(pki.Request{Name: "bench-1", Kind: pki.Node}, time.Now().Add(-pki.NodeValidity-48*time.Hour))
+	c, k, _, err = ca.Issue(pki.Request{Name: "bench-1", Kind: pki.Node}, time.Now().AddDate(-pki.DefaultYears, 0, -2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,13 @@ import (
 // moved under the test's root.
 func startMosquitto(t *testing.T, w *gw) *testenv.Proc {
 	t.Helper()
+	return runMosquitto(t, w, moveMosquitto(t, w), "")
+}
+
+// moveMosquitto moves the generated config's paths under the test's
+// root, once, and returns the config's path.
+func moveMosquitto(t *testing.T, w *gw) string {
+	t.Helper()
 	conf := w.path("/etc/mosquitto/mosquitto.conf")
 	testenv.Rewrite(t, conf,
 		"/etc/mosquitto/", w.path("/etc/mosquitto")+"/",
@@ -21,7 +28,15 @@ func startMosquitto(t *testing.T, w *gw) *testenv.Proc {
 		// The test runs as root and its files are root's: keep root
 		// rather than drop to the mosquitto user, as the gateway does.
 		"user mosquitto", "user root")
-	p := testenv.Start(t, "mosquitto", "-c", conf)
+	return conf
+}
+
+// runMosquitto starts the broker on a moved config; with a libfaketime
+// offset (such as "+366d") its clock runs that far ahead.
+func runMosquitto(t *testing.T, w *gw, conf, offset string) *testenv.Proc {
+	t.Helper()
+	c := faked(t, offset, "mosquitto", "-c", conf)
+	p := testenv.Start(t, c[0], c[1:]...)
 	p.WaitPort(t, fmt.Sprintf("127.0.0.1:%d", w.site.MQTT.Port), 10*time.Second)
 	return p
 }
@@ -116,7 +131,7 @@ func TestMosquitto(t *testing.T) {
 
 	// Revoke bench-1; after a restart (the CRL is read at start) it is
 	// refused and bench-2 still works.
-	if _, err := w.st.Revoke("bench-1", "keyCompromise"); err != nil {
+	if _, err := w.st.Revoke("bench-1", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
 	files, err := w.g.Files(w.st)

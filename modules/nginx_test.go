@@ -17,6 +17,13 @@ import (
 // the test's root.
 func startNginx(t *testing.T, w *gw) *testenv.Proc {
 	t.Helper()
+	return runNginx(t, w, moveNginx(t, w), "")
+}
+
+// moveNginx moves the generated config's paths under the test's root,
+// once, and returns the config's path.
+func moveNginx(t *testing.T, w *gw) string {
+	t.Helper()
 	conf := w.path("/etc/nginx/nginx.conf")
 	testenv.Rewrite(t, conf,
 		"/etc/nginx/appliance/", w.path("/etc/nginx/appliance")+"/",
@@ -26,10 +33,19 @@ func startNginx(t *testing.T, w *gw) *testenv.Proc {
 		// The test's nginx starts as root, so name the worker user; on the
 		// gateway the whole service runs as www-data from the start.
 		"worker_processes auto;", "worker_processes 1;\nuser root;")
-	if out, err := testenv.Run("nginx", "-t", "-e", "stderr", "-c", conf); err != nil {
+	return conf
+}
+
+// runNginx checks and starts nginx on a moved config; with a libfaketime
+// offset its clock runs that far ahead.
+func runNginx(t *testing.T, w *gw, conf, offset string) *testenv.Proc {
+	t.Helper()
+	check := faked(t, offset, "nginx", "-t", "-e", "stderr", "-c", conf)
+	if out, err := testenv.Run(check[0], check[1:]...); err != nil {
 		t.Fatalf("nginx -t refuses the generated config: %v\n%s", err, out)
 	}
-	p := testenv.Start(t, "nginx", "-e", "stderr", "-c", conf, "-g", "daemon off;")
+	c := faked(t, offset, "nginx", "-e", "stderr", "-c", conf, "-g", "daemon off;")
+	p := testenv.Start(t, c[0], c[1:]...)
 	p.WaitPort(t, fmt.Sprintf("127.0.0.1:%d", w.site.HTTPS.Port), 10*time.Second)
 	return p
 }
@@ -106,7 +122,7 @@ func TestNginx(t *testing.T) {
 	}
 
 	// A revoked node is refused once the new CRL is in place.
-	if _, err := w.st.Revoke("bench-1", "keyCompromise"); err != nil {
+	if _, err := w.st.Revoke("bench-1", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := w.g.Files(w.st)

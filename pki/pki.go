@@ -1,7 +1,12 @@
 // Package pki makes a site's keys and certificates: the site CA, server
 // and client certificates, the CRL, the OTA signing keys, SSH keys and
 // generated passwords. It works in memory on PEM bytes; package state
-// decides what is needed and keeps it on disk.
+// decides what is needed, how long it lasts, and keeps it on disk.
+//
+// How long a certificate or CRL lasts is the caller's to say (Request's
+// Until, CRL's nextUpdate); pki only sees to it that nothing the CA
+// signs outlives the CA, and backdates the start by an hour for clocks
+// that run slow.
 package pki
 
 import (
@@ -22,19 +27,13 @@ import (
 	"time"
 )
 
-// Validity periods. Server certificates stay within the 825 days that
-// Apple's TLS stack accepts, so browsers on any platform can open
-// Grafana; nodes get longer ones because renewing means re-flashing.
-const (
-	CAValidity     = 10 * 365 * 24 * time.Hour
-	ServerValidity = 730 * 24 * time.Hour
-	ClientValidity = 730 * 24 * time.Hour
-	NodeValidity   = 5 * 365 * 24 * time.Hour
-	CRLValidity    = 365 * 24 * time.Hour
-	// backdate absorbs clocks that run a little slow: a node that has just
-	// synced time must not see a certificate as "not yet valid".
-	backdate = time.Hour
-)
+// DefaultYears is how long a certificate lasts when its request names
+// no end: the default support period of a site.
+const DefaultYears = 5
+
+// backdate absorbs clocks that run a little slow: a node that has just
+// synced time must not see a certificate as "not yet valid".
+const backdate = time.Hour
 
 // Kind is what a certificate is for.
 type Kind string
@@ -53,17 +52,9 @@ type Request struct {
 	// DNSNames and IPs are the SANs of a server certificate.
 	DNSNames []string
 	IPs      []net.IP
-}
-
-// Validity is how long a certificate of this kind is issued for.
-func (k Kind) Validity() time.Duration {
-	switch k {
-	case Server:
-		return ServerValidity
-	case Node:
-		return NodeValidity
-	}
-	return ClientValidity
+	// Until is when the certificate ends; zero means DefaultYears after
+	// its issue. Either way it ends no later than the CA.
+	Until time.Time
 }
 
 // CA is a site's certificate authority.
@@ -78,32 +69,15 @@ func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 }
 
-// NewCA makes a CA for the site with a new ECDSA P-256 key, returning it
-// and its private key in PEM.
-func NewCA(site string, now time.Time) (*CA, []byte, error) {
+// NewCA makes a CA for the site with a new ECDSA P-256 key, lasting
+// until until, returning it and its private key in PEM.
+func NewCA(site string, now, until time.Time) (*CA, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: site + " site CA", Organization: []string{"appliance"}, OrganizationalUnit: []string{site}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(CAValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
+	subject := pkix.Name{CommonName: site + " site CA", Organization: []string{"appliance"}, OrganizationalUnit: []string{site}}
+	ca, err := selfSign(key, &x509.Certificate{Subject: subject}, now, until)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,7 +85,46 @@ func NewCA(site string, now time.Time) (*CA, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &CA{Cert: cert, CertPEM: pemBlock("CERTIFICATE", der), key: key}, keyPEM, nil
+	return ca, keyPEM, nil
+}
+
+// Extend signs a new certificate for the CA with its own key, subject
+// and key identifier, lasting until until. Everything the CA has issued
+// verifies under the new certificate as under the old one (a chain is
+// built by subject, key identifier and signature, never by the CA's
+// serial), so the gateway accepts every node once it holds the new one,
+// and nodes that still hold the old one accept the gateway while the
+// old one lasts.
+func (ca *CA) Extend(now, until time.Time) (*CA, error) {
+	if !until.After(ca.Cert.NotAfter) {
+		return nil, fmt.Errorf("the CA already lasts until %s", ca.Cert.NotAfter.Format(time.DateOnly))
+	}
+	// The subject's bytes and the key identifier are kept as they are:
+	// issued certificates carry both as their issuer's, and OpenSSL
+	// matches them when it builds a chain.
+	return selfSign(ca.key, &x509.Certificate{RawSubject: ca.Cert.RawSubject, SubjectKeyId: ca.Cert.SubjectKeyId}, now, until)
+}
+
+// selfSign signs a CA certificate for key with the subject and key
+// identifier of tmpl.
+func selfSign(key crypto.Signer, tmpl *x509.Certificate, now, until time.Time) (*CA, error) {
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = sn
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-backdate), until
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid, tmpl.IsCA, tmpl.MaxPathLenZero = true, true, true
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, CertPEM: pemBlock("CERTIFICATE", der), key: key}, nil
 }
 
 // LoadCA reads a CA from its certificate and key, and checks that they
@@ -144,11 +157,11 @@ func (ca *CA) Issue(req Request, now time.Time) (certPEM, keyPEM []byte, cert *x
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	notAfter := now.Add(req.Kind.Validity())
-	if notAfter.After(ca.Cert.NotAfter) {
-		// A certificate cannot outlive the CA that vouches for it.
-		notAfter = ca.Cert.NotAfter
+	notAfter := req.Until
+	if notAfter.IsZero() {
+		notAfter = now.AddDate(DefaultYears, 0, 0)
 	}
+	notAfter = ca.cap(notAfter)
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: req.Name, Organization: ca.Cert.Subject.OrganizationalUnit},
@@ -181,6 +194,15 @@ func (ca *CA) Issue(req Request, now time.Time) (certPEM, keyPEM []byte, cert *x
 	return pemBlock("CERTIFICATE", der), keyPEM, cert, nil
 }
 
+// cap cuts an end date to the CA's own: nothing the CA signs can be
+// trusted longer than the CA itself.
+func (ca *CA) cap(t time.Time) time.Time {
+	if t.After(ca.Cert.NotAfter) {
+		return ca.Cert.NotAfter
+	}
+	return t
+}
+
 // Verify checks that cert was issued by the CA and is usable for its
 // kind at time now.
 func (ca *CA) Verify(cert *x509.Certificate, kind Kind, now time.Time) error {
@@ -192,6 +214,21 @@ func (ca *CA) Verify(cert *x509.Certificate, kind Kind, now time.Time) error {
 	}
 	_, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}})
 	return err
+}
+
+// Issued checks that cert was issued by the CA for kind use, whatever
+// the time now: at the first moment both it and the CA certificate are
+// valid (the CA certificate may be newer, after Extend), or by its
+// signature alone if there is none.
+func (ca *CA) Issued(cert *x509.Certificate, kind Kind) error {
+	at := cert.NotBefore
+	if ca.Cert.NotBefore.After(at) {
+		at = ca.Cert.NotBefore
+	}
+	if at.After(cert.NotAfter) {
+		return cert.CheckSignatureFrom(ca.Cert)
+	}
+	return ca.Verify(cert, kind, at)
 }
 
 // Revoked is one entry of the CRL.
@@ -211,12 +248,16 @@ var Reasons = map[string]int{
 	"cessationOfOperation": 5,
 }
 
-// CRL makes the CA's certificate revocation list.
-func (ca *CA) CRL(revoked []Revoked, number int64, now time.Time) ([]byte, error) {
+// CRL makes the CA's certificate revocation list, valid until
+// nextUpdate (or the CA's end, if that is sooner). OpenSSL, and so
+// Mosquitto and Nginx, refuse every client certificate once the CRL's
+// next update has passed: whoever chooses nextUpdate chooses when the
+// gateway stops admitting nodes unless it gets a new CRL.
+func (ca *CA) CRL(revoked []Revoked, number int64, now, nextUpdate time.Time) ([]byte, error) {
 	tmpl := &x509.RevocationList{
 		Number:     big.NewInt(number),
 		ThisUpdate: now.Add(-backdate),
-		NextUpdate: now.Add(CRLValidity),
+		NextUpdate: ca.cap(nextUpdate),
 	}
 	for _, r := range revoked {
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{

@@ -14,11 +14,14 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-var now = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+var (
+	now     = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	caUntil = now.AddDate(10, 0, 0)
+)
 
 func newCA(t *testing.T) (*CA, []byte) {
 	t.Helper()
-	ca, key, err := NewCA("test", now)
+	ca, key, err := NewCA("test", now, caUntil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +40,8 @@ func TestNewCA(t *testing.T) {
 	if k, ok := c.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 		t.Errorf("CA key is %T, want ECDSA P-256", c.PublicKey)
 	}
-	if got := c.NotAfter.Sub(now); got != CAValidity {
-		t.Errorf("CA valid for %v; want %v", got, CAValidity)
+	if !c.NotAfter.Equal(caUntil) || !c.NotBefore.Equal(now.Add(-backdate)) {
+		t.Errorf("CA valid %v to %v; want %v to %v", c.NotBefore, c.NotAfter, now.Add(-backdate), caUntil)
 	}
 	if c.Subject.CommonName != "test site CA" {
 		t.Errorf("CN %q", c.Subject.CommonName)
@@ -80,16 +83,20 @@ func TestIssue(t *testing.T) {
 	if !SameKey(cert, keyPEM) {
 		t.Errorf("key does not match the certificate")
 	}
-	if cert.NotAfter.Sub(now) != ServerValidity {
-		t.Errorf("server validity %v", cert.NotAfter.Sub(now))
+	if want := now.AddDate(DefaultYears, 0, 0); !cert.NotAfter.Equal(want) {
+		t.Errorf("server certificate without an end runs to %v; want %v", cert.NotAfter, want)
 	}
 	if cert.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("server key usage %v", cert.KeyUsage)
 	}
 
-	_, _, node, err := ca.Issue(Request{Name: "bench-1", Kind: Node}, now)
+	until := now.AddDate(8, 0, 0)
+	_, _, node, err := ca.Issue(Request{Name: "bench-1", Kind: Node, Until: until}, now)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !node.NotAfter.Equal(until) {
+		t.Errorf("node certificate runs to %v; want the requested %v", node.NotAfter, until)
 	}
 	if node.Subject.CommonName != "bench-1" || len(node.DNSNames) != 0 {
 		t.Errorf("node subject %v, SANs %v", node.Subject, node.DNSNames)
@@ -101,7 +108,7 @@ func TestIssue(t *testing.T) {
 		t.Errorf("node certificate verifies as a server")
 	}
 	// A certificate never outlives its CA.
-	late := now.Add(CAValidity - 24*time.Hour)
+	late := caUntil.Add(-24 * time.Hour)
 	_, _, capped, err := ca.Issue(Request{Name: "n", Kind: Node}, late)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +116,7 @@ func TestIssue(t *testing.T) {
 	if !capped.NotAfter.Equal(ca.Cert.NotAfter) {
 		t.Errorf("node certificate issued a day before the CA expires runs to %v; CA ends %v", capped.NotAfter, ca.Cert.NotAfter)
 	}
-	if err := ca.Verify(node, Node, now.Add(NodeValidity+time.Hour)); err == nil {
+	if err := ca.Verify(node, Node, until.Add(time.Second)); err == nil {
 		t.Errorf("an expired certificate verifies")
 	}
 	otherCA, _ := newCA(t)
@@ -121,7 +128,8 @@ func TestIssue(t *testing.T) {
 func TestCRL(t *testing.T) {
 	ca, _ := newCA(t)
 	_, _, c, _ := ca.Issue(Request{Name: "bench-2", Kind: Node}, now)
-	b, err := ca.CRL([]Revoked{{Serial: c.SerialNumber, At: now, Reason: Reasons["keyCompromise"]}}, 7, now)
+	next := now.AddDate(5, 0, 0)
+	b, err := ca.CRL([]Revoked{{Serial: c.SerialNumber, At: now, Reason: Reasons["keyCompromise"]}}, 7, now, next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +140,16 @@ func TestCRL(t *testing.T) {
 	if crl.Number.Int64() != 7 || len(crl.RevokedCertificateEntries) != 1 || crl.RevokedCertificateEntries[0].SerialNumber.Cmp(c.SerialNumber) != 0 || crl.RevokedCertificateEntries[0].ReasonCode != 1 {
 		t.Errorf("CRL = number %v, entries %+v", crl.Number, crl.RevokedCertificateEntries)
 	}
-	if crl.NextUpdate.Sub(now) != CRLValidity {
-		t.Errorf("CRL next update %v", crl.NextUpdate)
+	if !crl.NextUpdate.Equal(next) || !crl.ThisUpdate.Equal(now.Add(-backdate)) {
+		t.Errorf("CRL this update %v, next update %v; want %v, %v", crl.ThisUpdate, crl.NextUpdate, now.Add(-backdate), next)
+	}
+	// Nor does a CRL outlive its CA.
+	b, err = ca.CRL(nil, 8, now, caUntil.AddDate(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crl, err := ca.ParseCRL(b); err != nil || !crl.NextUpdate.Equal(caUntil) {
+		t.Errorf("CRL asked to outlive the CA: next update %v (%v); want the CA's end %v", crl.NextUpdate, err, caUntil)
 	}
 	other, _ := newCA(t)
 	if _, err := other.ParseCRL(b); err == nil {

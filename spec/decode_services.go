@@ -50,7 +50,7 @@ var (
 	ingestSchema   = attrs("batch_size", "flush_interval", "spool_size", "metrics_port", "shared_subscription")
 	firewallSchema = attrs("ssh_from", "mqtt_from", "https_from")
 	sourceSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "url", Required: true}, {Name: "suite"}, {Name: "components"}, {Name: "keyring"}}}
-	siteSchema     = attrs("description")
+	siteSchema     = attrs("description", "support_years")
 )
 
 func attrs(names ...string) *hcl.BodySchema {

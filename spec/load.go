@@ -190,6 +190,7 @@ func decodeSite(d *decoder, blocks hcl.Blocks, files []string, dir string, opts 
 	}
 	ctx.Variables["local"] = d.decodeLocals(bt["locals"], ctx)
 
+	s.SupportYears = DefaultSupportYears
 	if blk := d.single(bt["site"], "site"); blk != nil {
 		s.Where.Block = blk.DefRange
 		s.Name = blk.Labels[0]
@@ -199,6 +200,7 @@ func decodeSite(d *decoder, blocks hcl.Blocks, files []string, dir string, opts 
 		}
 		b, _ := d.open(blk.Body, siteSchema, ctx, &s.Where, "site")
 		b.str("description", &s.Description)
+		b.integer("support_years", &s.SupportYears, MinSupportYears, MaxSupportYears)
 	} else {
 		d.add(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Missing site block", Detail: `Every spec names its site: add site "my-site" {} to one of its files.`, Subject: fileRange.Ptr(), Extra: noSnippet{}})
 	}

@@ -7,10 +7,24 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
+// The site's support period, in years. Five is the EU Cyber Resilience
+// Act's minimum support period and how long a node's certificate has
+// always lasted; the upper bound keeps the site CA, which lasts twice
+// the support period, within one working life.
+const (
+	DefaultSupportYears = 5
+	MinSupportYears     = 5
+	MaxSupportYears     = 20
+)
+
 // Site is a decoded, defaulted and checked site specification.
 type Site struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
+	// SupportYears is the site's support period: how long everything the
+	// site's CA signs lasts from its issue, so that a gateway and nodes
+	// left alone keep working that long.
+	SupportYears int `json:"support_years"`
 
 	Gateway  Gateway    `json:"gateway"`
 	OS       OS         `json:"os"`

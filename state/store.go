@@ -4,9 +4,16 @@
 // generated passwords and tokens. State is created on first use and
 // reused after; nothing in it is ever regenerated silently. Private keys
 // are 0600 in 0700 folders, and a key others can read is refused.
+//
+// Everything the CA signs lasts the site's support period from its
+// issue, and the CA twice that. Ensure creates what is missing and
+// reports; Renew, which every build calls (and push is to), renews what
+// the gateway holds before it ends; Review says what Renew would do and
+// what the user must do (nodes, the CA). RenewBefore says why, in full.
 package state
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,6 +132,9 @@ type Wants struct {
 	Secrets []SecretWant
 	// OTA asks for the firmware signing keys (when the site has nodes).
 	OTA bool
+	// SupportYears is the site's support period; zero means
+	// pki.DefaultYears.
+	SupportYears int
 }
 
 // SpecPlaceholder stands for the spec's path in Problem messages, which
@@ -144,6 +154,8 @@ type Result struct {
 	Created  []string  `json:"created"`
 	Updated  []string  `json:"updated"`
 	Problems []Problem `json:"problems"`
+	// Due is what the next Renew (every build, and push) renews.
+	Due []Renewal `json:"due"`
 }
 
 // Errors reports whether any problem stops a build.
@@ -170,7 +182,7 @@ type stateFile struct {
 // there, and reports both. With dryRun it writes nothing and reports
 // what it would create.
 func (s *Store) Ensure(w Wants, dryRun bool) (*Result, error) {
-	res := &Result{Created: []string{}, Updated: []string{}, Problems: []Problem{}}
+	res := &Result{Created: []string{}, Updated: []string{}, Problems: []Problem{}, Due: []Renewal{}}
 	e := &ensurer{s: s, w: w, dry: dryRun, res: res, now: s.now()}
 	steps := []struct {
 		what string
@@ -183,6 +195,7 @@ func (s *Store) Ensure(w Wants, dryRun bool) (*Result, error) {
 		{"SSH keys", e.ssh},
 		{"OTA keys", e.ota},
 		{"secrets", e.secrets},
+		{"lifetimes", e.review},
 	}
 	for _, st := range steps {
 		if err := st.fn(); err != nil {
@@ -268,11 +281,6 @@ func (e *ensurer) ensureCA() error {
 			return fmt.Errorf("%s: %w", e.s.path("pki"), err)
 		}
 		e.ca = ca
-		if e.now.After(ca.Cert.NotAfter) {
-			e.res.problem(true, "ca", "the site CA expired on %s; every certificate it issued is invalid. Start a new state (move %s aside) and re-flash the nodes", ca.Cert.NotAfter.Format(time.DateOnly), e.s.Dir)
-		} else if ca.Cert.NotAfter.Sub(e.now) < 180*24*time.Hour {
-			e.res.problem(false, "ca", "the site CA expires on %s", ca.Cert.NotAfter.Format(time.DateOnly))
-		}
 		return nil
 	case !haveCert && !haveKey && len(idx.Certificates) == 0:
 		e.res.Created = append(e.res.Created, "site CA (ECDSA P-256)")
@@ -282,7 +290,7 @@ func (e *ensurer) ensureCA() error {
 		if err := e.mkdir("pki"); err != nil {
 			return err
 		}
-		ca, keyPEM, err := pki.NewCA(e.w.Site, e.now)
+		ca, keyPEM, err := pki.NewCA(e.w.Site, e.now, e.w.caUntil(e.now))
 		if err != nil {
 			return err
 		}
@@ -333,7 +341,7 @@ func (e *ensurer) certs() error {
 			if e.dry {
 				continue
 			}
-			if err := e.issue(r); err != nil {
+			if _, err := e.issue(r); err != nil {
 				return err
 			}
 			changed = true
@@ -354,7 +362,7 @@ func (e *ensurer) certs() error {
 		if !pki.SameKey(cert, keyPEM) {
 			return fmt.Errorf("%s does not belong to %s; restore both from your backup, or run appliance pki renew {spec} %s", keyPath, crtPath, r.Name)
 		}
-		if err := e.ca.Verify(cert, r.Kind, cert.NotBefore.Add(time.Second)); err != nil {
+		if err := e.ca.Issued(cert, r.Kind); err != nil {
 			return fmt.Errorf("%s was not issued by this state's CA for %s use (%v); run appliance pki renew {spec} %s", crtPath, r.Kind, err, r.Name)
 		}
 		if last == nil || pki.SerialHex(cert.SerialNumber) != last.Serial {
@@ -364,12 +372,6 @@ func (e *ensurer) certs() error {
 		}
 		if ok, missing := pki.Covers(cert, r); !ok {
 			e.res.problem(true, r.Name, "certificate does not cover %s, which the spec now names; run appliance pki renew {spec} %s", missing, r.Name)
-		}
-		switch left := cert.NotAfter.Sub(e.now); {
-		case left <= 0:
-			e.res.problem(true, r.Name, "certificate expired on %s; run appliance pki renew {spec} %s", cert.NotAfter.Format(time.DateOnly), r.Name)
-		case left < 30*24*time.Hour:
-			e.res.problem(false, r.Name, "certificate expires on %s; run appliance pki renew {spec} %s", cert.NotAfter.Format(time.DateOnly), r.Name)
 		}
 	}
 	for _, name := range e.idx.names() {
@@ -383,19 +385,22 @@ func (e *ensurer) certs() error {
 	return nil
 }
 
-func (e *ensurer) issue(r pki.Request) error {
+// issue makes a new key and certificate for r, lasting the support
+// period (or as long as the CA, if that is sooner).
+func (e *ensurer) issue(r pki.Request) (*x509.Certificate, error) {
+	r.Until = e.w.until(e.now)
 	crtPEM, keyPEM, cert, err := e.ca.Issue(r, e.now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := atomicfile.WriteFile(e.s.path("pki", "issued", r.Name+".key"), keyPEM, 0o600); err != nil {
-		return err
+		return nil, err
 	}
 	if err := atomicfile.WriteFile(e.s.path("pki", "issued", r.Name+".crt"), crtPEM, 0o644); err != nil {
-		return err
+		return nil, err
 	}
 	e.idx.add(r, cert)
-	return nil
+	return cert, nil
 }
 
 func (e *ensurer) crl() error {
@@ -420,17 +425,13 @@ func (e *ensurer) crl() error {
 				complete = false
 			}
 		}
-		// The CRL is re-signed well before it expires: Mosquitto and
-		// Nginx refuse every client once their CRL is out of date.
-		if complete && crl.NextUpdate.Sub(e.now) > 90*24*time.Hour {
+		// Its time runs out in Renew's hands; here it only must list
+		// every revocation (a crash can come between the two).
+		if complete {
 			return nil
 		}
-		why = "CRL (re-signed, valid until " + e.now.Add(pki.CRLValidity).Format(time.DateOnly) + ")"
-		if !complete {
-			why = "CRL (revocations added)"
-		}
 		if !e.dry {
-			e.res.Updated = append(e.res.Updated, why)
+			e.res.Updated = append(e.res.Updated, "CRL (revocations added)")
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
 		e.res.Created = append(e.res.Created, why)
@@ -445,7 +446,7 @@ func (e *ensurer) crl() error {
 
 func (e *ensurer) writeCRL() error {
 	e.idx.CRLNumber++
-	crl, err := e.ca.CRL(e.idx.revoked(), e.idx.CRLNumber, e.now)
+	crl, err := e.ca.CRL(e.idx.revoked(), e.idx.CRLNumber, e.now, e.w.until(e.now))
 	if err != nil {
 		return err
 	}

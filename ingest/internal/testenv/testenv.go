@@ -76,7 +76,7 @@ type PKI struct {
 func NewPKI(t TB, site string) *PKI {
 	t.Helper()
 	dir := t.TempDir()
-	ca, _, err := pki.NewCA(site, time.Now())
+	ca, _, err := pki.NewCA(site, time.Now(), time.Now().AddDate(10, 0, 0))
 	if err != nil {
 		t.Fatalf("CA: %v", err)
 	}

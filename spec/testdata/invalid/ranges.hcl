@@ -1,4 +1,4 @@
-site "ranges" {}
+site "ranges" { support_years = 3 }
 
 gateway "gw" {
   board = "qemu-arm64"

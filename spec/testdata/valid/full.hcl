@@ -1,5 +1,6 @@
 site "full-site" {
-  description = "Every setting written out"
+  description   = "Every setting written out"
+  support_years = 8
 }
 
 variable "psk" {
