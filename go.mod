@@ -18,6 +18,7 @@ require (
 	golang.org/x/sys v0.50.0
 	golang.org/x/term v0.48.0
 	pault.ag/go/debian v0.19.0
+	tinygo.org/x/tinyfs v0.4.0
 )
 
 require (

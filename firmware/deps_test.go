@@ -1,0 +1,28 @@
+package firmware_test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestNoReferenceLittlefsInBinary: the reference littlefs (C, through
+// cgo) is a test oracle only; the appliance binary must not link it.
+func TestNoReferenceLittlefsInBinary(t *testing.T) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(gobin, "list", "-deps", "github.com/appliance/appliance/cmd/appliance").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps lists only %d packages: %s", len(deps), out)
+	}
+	for _, p := range deps {
+		if strings.HasPrefix(p, "tinygo.org/x/tinyfs") || strings.HasSuffix(p, "/firmware/internal/lfsref") || strings.HasSuffix(p, "/firmware/internal/fwtest") {
+			t.Errorf("cmd/appliance depends on %s, which only tests may use", p)
+		}
+	}
+}
