@@ -28,6 +28,10 @@ type App struct {
 	Seed uint64
 	// NoPad leaves the image unpadded (not 64 KiB-aligned).
 	NoPad bool
+	// Bootloader makes a bootloader-like image instead: no app
+	// descriptor, no padding, no appended SHA-256 (so esptool may set
+	// its flash settings), and QIO, 40 MHz, 1 MB in its header.
+	Bootloader bool
 }
 
 // memory is where each chip maps flash data (DROM) and has IRAM.
@@ -82,7 +86,11 @@ func (a App) Image() []byte {
 	binary.LittleEndian.PutUint16(b[17:], 0xFFFF)
 	b[23] = 1
 	segs := []seg{{mem[0] + 0x20, data}, {mem[1], iram}}
-	if !a.NoPad {
+	if a.Bootloader {
+		binary.LittleEndian.PutUint32(data, 0)
+		b[2], b[3], b[23] = 0, 0, 0
+	}
+	if !a.NoPad && !a.Bootloader {
 		alignPast := (len(b) + segLen(segs) + espimage.SegHeaderSize) % 65536
 		pad := (65536 - alignPast - 16 - 32) % 65536
 		segs = append(segs, seg{0, make([]byte, pad)})
@@ -102,6 +110,9 @@ func (a App) Image() []byte {
 		b = append(b, 0)
 	}
 	b = append(b, sum)
+	if a.Bootloader {
+		return b
+	}
 	h := sha256.Sum256(b)
 	return append(b, h[:]...)
 }
