@@ -10,6 +10,10 @@
 //	flasher_args.json, flash_args         as idf.py writes them: esptool write_flash @flash_args
 //	merged.bin                            all of the above in one image from 0x0, as esptool merge_bin makes it
 //
+// The merged image is as large as the flash, so it is not among
+// Bundle.Files: WriteMerged streams it, and Write puts it beside the
+// other files; a thousand nodes' bundles fit in memory without it.
+//
 // A firmware without an app image (a machine without ESP-IDF) still
 // gives every node its identity and a bundle; Bundle.HasApp says so.
 // The bootloader sits where the chip's ROM looks for it: 0x1000 on the
@@ -17,9 +21,13 @@
 package bundle
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -63,10 +71,15 @@ type File struct {
 
 // Bundle is a node's flash bundle.
 type Bundle struct {
+	// Files are every file but merged.bin.
 	Files         []File
 	Table         partition.Table
 	HasApp        bool
 	HasBootloader bool
+
+	chip     espimage.Chip
+	settings settings
+	regions  []region
 }
 
 // BootloaderOffset is where a chip's ROM loads the bootloader from.
@@ -181,7 +194,7 @@ func Build(in Input) (*Bundle, error) {
 	}
 	regions = append(regions, region{partition.LittleFSName, fs.Offset, IdentityFile, in.Identity})
 
-	b := &Bundle{Table: table, HasApp: in.App != nil, HasBootloader: in.Bootloader != nil}
+	b := &Bundle{Table: table, HasApp: in.App != nil, HasBootloader: in.Bootloader != nil, chip: in.Chip, settings: s, regions: regions}
 	for _, r := range regions {
 		b.Files = append(b.Files, File{r.file, r.data})
 	}
@@ -192,13 +205,15 @@ func Build(in Input) (*Bundle, error) {
 	b.Files = append(b.Files,
 		File{FlasherArgs, fa},
 		File{FlashArgs, flashArgs(s, regions)},
-		File{MergedFile, merge(in.Chip, s, regions)},
 	)
 	return b, nil
 }
 
+// checkBootloader and checkApp read the images' headers only: the
+// caller has checked the images whole, once for all its nodes
+// (espimage.Parse, secureboot.SignApp).
 func (in *Input) checkBootloader() error {
-	img, err := espimage.Parse(in.Bootloader)
+	img, err := espimage.ParseHeader(in.Bootloader)
 	if err != nil {
 		return fmt.Errorf("the bootloader: %w", err)
 	}
@@ -212,7 +227,7 @@ func (in *Input) checkBootloader() error {
 }
 
 func (in *Input) checkApp(slot uint32) error {
-	img, err := espimage.Parse(in.App)
+	img, err := espimage.ParseHeader(in.App)
 	if err != nil {
 		return fmt.Errorf("the app: %w", err)
 	}
@@ -267,20 +282,90 @@ func flashArgs(s settings, regions []region) []byte {
 	return b.Bytes()
 }
 
-// merge lays the regions into one image from offset 0, gaps 0xFF, and
-// sets the bootloader's flash settings as esptool does when it writes
-// or merges: only in a bootloader without an appended SHA-256, whose
-// header it may change.
-func merge(chip espimage.Chip, s settings, regions []region) []byte {
+// WriteMerged writes the merged image: the regions from offset 0, gaps
+// 0xFF, as esptool merge_bin lays them out. Like esptool when it writes
+// or merges, it sets the bootloader's flash settings (mode, frequency,
+// size), but only in a bootloader without an appended SHA-256, whose
+// header may change.
+func (b *Bundle) WriteMerged(w io.Writer) error {
+	regions := append([]region(nil), b.regions...)
 	sort.Slice(regions, func(i, j int) bool { return regions[i].offset < regions[j].offset })
-	last := regions[len(regions)-1]
-	out := bytes.Repeat([]byte{0xFF}, int(last.offset)+len(last.data))
+	at := uint32(0)
 	for _, r := range regions {
-		copy(out[r.offset:], r.data)
-		if r.name == "bootloader" && r.offset == BootloaderOffset(chip) && len(r.data) >= espimage.HeaderSize && r.data[0] == espimage.Magic && r.data[23] != 1 {
-			out[r.offset+2] = s.modeCode
-			out[r.offset+3] = s.sizeFreq
+		if err := fill(w, int(r.offset-at)); err != nil {
+			return err
+		}
+		data := r.data
+		if r.name == "bootloader" && len(data) >= espimage.HeaderSize && data[0] == espimage.Magic && data[23] != 1 {
+			data = append([]byte(nil), data...)
+			data[2], data[3] = b.settings.modeCode, b.settings.sizeFreq
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+		at = r.offset + uint32(len(data))
+	}
+	return nil
+}
+
+var erased = bytes.Repeat([]byte{0xFF}, 64<<10)
+
+func fill(w io.Writer, n int) error {
+	for n > 0 {
+		k, err := w.Write(erased[:min(n, len(erased))])
+		if err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// Merged is the merged image in memory.
+func (b *Bundle) Merged() []byte {
+	var buf bytes.Buffer
+	b.WriteMerged(&buf)
+	return buf.Bytes()
+}
+
+// Write writes the bundle's files and merged.bin under dir, each
+// replaced atomically.
+func (b *Bundle) Write(dir string) error {
+	for _, f := range b.Files {
+		if err := writeFile(dir, f.Path, func(w io.Writer) error { _, err := w.Write(f.Data); return err }); err != nil {
+			return err
 		}
 	}
-	return out
+	return writeFile(dir, MergedFile, b.WriteMerged)
+}
+
+// writeFile writes a file through a temporary one renamed into place.
+func writeFile(dir, name string, fn func(w io.Writer) error) error {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	bw := bufio.NewWriterSize(f, 256<<10)
+	err = fn(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	return os.Rename(f.Name(), p)
 }

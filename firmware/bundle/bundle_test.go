@@ -45,14 +45,8 @@ func input(t testing.TB, c espimage.Chip, flash int, withApp bool) bundle.Input 
 func write(t *testing.T, b *bundle.Bundle) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range b.Files {
-		p := filepath.Join(dir, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if err := b.Write(dir); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -99,7 +93,13 @@ func TestEsptoolMerges(t *testing.T) {
 				t.Errorf("HasApp %v, HasBootloader %v", b.HasApp, b.HasBootloader)
 			}
 			dir := write(t, b)
-			merged := file(b, bundle.MergedFile)
+			merged, err := os.ReadFile(filepath.Join(dir, bundle.MergedFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(merged, b.Merged()) {
+				t.Error("merged.bin differs from Merged()")
+			}
 
 			cmd := e.Command("esptool", "--chip", tc.chip.String(), "merge_bin", "-o", "theirs.bin", "@flash_args")
 			cmd.Dir = dir

@@ -175,6 +175,17 @@ func Parse(b []byte) (*Image, error) {
 	return img, nil
 }
 
+// ParseHeader reads and checks only the 24-byte header: for callers
+// that need an image's chip and settings and have checked it whole
+// before (Parse reads every byte and hashes them).
+func ParseHeader(b []byte) (*Header, error) {
+	var img Image
+	if err := img.parseHeader(b); err != nil {
+		return nil, err
+	}
+	return &img.Header, nil
+}
+
 func (img *Image) parseHeader(b []byte) error {
 	if len(b) < HeaderSize {
 		return fail("header", 0, "the file has %d bytes, an image header %d", len(b), HeaderSize)

@@ -361,3 +361,34 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkIdentity writes an identity-sized image (five files, one
+// folder, 192 KiB): Build, and beside it the reference littlefs
+// formatting the same partition and writing the same files, the peer.
+func BenchmarkIdentity(b *testing.B) {
+	entries := sets()["identity"]
+	b.Run("Build", func(b *testing.B) {
+		g, _ := littlefs.ESP32(0x30000)
+		for b.Loop() {
+			if _, err := littlefs.Build(g, entries); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		for b.Loop() {
+			fs, err := lfsref.Format(4096, 0x30)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fs.Mkdir("/ota")
+			for _, e := range entries {
+				if err := fs.WriteFile(e.Path, e.Data); err != nil {
+					b.Fatal(err)
+				}
+			}
+			fs.Unmount()
+			_ = fs.Bytes()
+		}
+	})
+}
