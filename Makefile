@@ -12,6 +12,8 @@ BIN ?= bin/appliance
 # (golang/go#75804, fixed in Go 1.27).
 FUZZ_LOAD ?= 60000x
 FUZZ_DECODE ?= 400000x
+FUZZ_ESPIMAGE ?= 200000x
+FUZZ_LITTLEFS ?= 400000x
 
 .PHONY: all build generate demo test unit race fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
 
@@ -58,6 +60,8 @@ boot-test: generate
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZ_LOAD) -fuzzminimizetime 5s ./spec
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZ_DECODE) -fuzzminimizetime 5s ./ingest/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_ESPIMAGE) -fuzzminimizetime 5s ./firmware/espimage
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZ_LITTLEFS) -fuzzminimizetime 5s ./firmware/littlefs
 
 # The gateway's programs (linux/arm64) must build byte-identically, and
 # be the ones bin/appliance carries.

@@ -2,17 +2,17 @@ package firmware_test
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 // TestNoReferenceLittlefsInBinary: the reference littlefs (C, through
 // cgo) is a test oracle only; the appliance binary must not link it.
 func TestNoReferenceLittlefsInBinary(t *testing.T) {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(gobin, "list", "-deps", "github.com/appliance/appliance/cmd/appliance").CombinedOutput()
+	testenv.Require(t, "go")
+	out, err := exec.Command("go", "list", "-deps", "github.com/appliance/appliance/cmd/appliance").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
