@@ -39,7 +39,7 @@ func keys(t testing.TB) {
 		material.signing, _ = pki.ParseKey(priv)
 		priv, material.manifestPub, _ = pki.NewECDSAKey()
 		material.manifest, _ = pki.ParseKey(priv)
-		ca, _, _ := pki.NewCA("greenhouse", now)
+		ca, _, _ := pki.NewCA("greenhouse", now, now.AddDate(10, 0, 0))
 		material.ca = ca.CertPEM
 		material.cert, material.key, _, _ = ca.Issue(pki.Request{Name: "bench", Kind: pki.Node}, now)
 	})

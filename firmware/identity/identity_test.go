@@ -17,7 +17,7 @@ const psk = "correct horse battery staple"
 // Sample is a node's identity with real PKI material from pki.
 func sample(t testing.TB) identity.Identity {
 	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	ca, _, err := pki.NewCA("greenhouse", now)
+	ca, _, err := pki.NewCA("greenhouse", now, now.AddDate(10, 0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
