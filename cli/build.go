@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/appliance/appliance/images/apt"
@@ -49,7 +48,7 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(stateDir(*stateFlag, path, site.Name), state.Options{Create: true, Now: e.now})
+	st, err := state.Open(stateDir(*stateFlag, site), stateOptions(e, path, true))
 	if err != nil {
 		return fmt.Errorf("opening the state: %w", err)
 	}
@@ -66,7 +65,7 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 		if p.Error {
 			sev = "error"
 		}
-		fmt.Fprintf(e.Stderr, "state      %s: %s: %s\n", sev, p.Name, strings.ReplaceAll(p.Message, state.SpecPlaceholder, path))
+		fmt.Fprintf(e.Stderr, "state      %s: %s: %s\n", sev, p.Name, p.Message)
 	}
 	if res.Errors() {
 		return fmt.Errorf("the state has problems that stop a build (above)")
@@ -95,7 +94,7 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 	}
 	start := time.Now()
 	r, err := build.Build(ctx, build.Options{
-		SpecPath: path, Site: site, Gateway: gw, State: st, Cache: ca,
+		SpecPath: path, LockPath: site.Location.Lock, Gateway: gw, State: st, Cache: ca,
 		Client: &apt.Client{Store: ca, Offline: *offline, Retries: 3, HTTP: &http.Client{Timeout: 10 * time.Minute}},
 		OutDir: outDir, Epoch: epoch, Programs: progs, Progress: progressFor(e), Log: e.Stderr, Version: version(),
 	})

@@ -49,13 +49,13 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req, err := rootfs.FromSite(site, gw.Packages())
+	req, err := gw.Request()
 	if err != nil {
 		return err
 	}
-	lockPath := rootfs.LockPath(path)
+	lockPath := site.Location.Lock
 	if *check {
-		l, err := rootfs.LoadLock(path, req)
+		l, err := rootfs.LoadLock(lockPath, path, req)
 		if err != nil {
 			return err
 		}

@@ -45,7 +45,7 @@ func lockRepo(t *testing.T, dir string, key *fixture.Key, extra ...string) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := rootfs.FromSite(site, gw.Packages())
+	req, err := gw.Request()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -88,7 +87,7 @@ func openSiteState(e *Env, path string, sf *specFlags, stateFlag string) (*desir
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := state.Open(stateDir(stateFlag, path, site.Name), state.Options{Now: e.now})
+	st, err := state.Open(stateDir(stateFlag, site), stateOptions(e, path, false))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -122,9 +121,6 @@ func pkiList(e *Env, v *verb, args []string) error {
 	due, problems, err := st.Review(gw.Wants, now)
 	if err != nil {
 		return err
-	}
-	for i := range problems {
-		problems[i].Message = strings.ReplaceAll(problems[i].Message, state.SpecPlaceholder, path)
 	}
 	var shown []state.CertInfo
 	for _, c := range certs {

@@ -47,13 +47,13 @@ func runPlan(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	dir := stateDir(*stateFlag, path, site.Name)
+	dir := stateDir(*stateFlag, site)
 	var res *state.Result
 	if *dry {
-		res, err = state.Preview(dir, gw.Wants, e.now)
+		res, err = state.Preview(dir, gw.Wants, stateOptions(e, path, false))
 	} else {
 		var st *state.Store
-		st, err = state.Open(dir, state.Options{Create: true, Now: e.now})
+		st, err = state.Open(dir, stateOptions(e, path, true))
 		if err != nil {
 			return fmt.Errorf("opening the state: %w", err)
 		}
@@ -61,10 +61,7 @@ func runPlan(ctx context.Context, e *Env, args []string) error {
 		st.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("state %s: %s", dir, strings.ReplaceAll(err.Error(), state.SpecPlaceholder, path))
-	}
-	for i := range res.Problems {
-		res.Problems[i].Message = strings.ReplaceAll(res.Problems[i].Message, state.SpecPlaceholder, path)
+		return fmt.Errorf("state %s: %w", dir, err)
 	}
 	p := makePlan(gw, dir, res, *dry)
 	if *asJSON {
@@ -110,7 +107,7 @@ type planView struct {
 	Nodes    []nodeView             `json:"nodes"`
 	Missing  []string               `json:"missing"`
 
-	board spec.Board
+	board *spec.Board
 }
 
 type nodeView struct {
@@ -132,7 +129,7 @@ var nodeArtifacts = []string{"firmware.bin (signed)", "littlefs.bin (identity an
 
 func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *planView {
 	s := gw.Site
-	p := &planView{board: spec.Boards[s.Gateway.Board]}
+	p := &planView{board: gw.Board}
 	p.Site.Name, p.Site.Description, p.Site.SupportYears, p.Site.Files = s.Name, s.Description, s.SupportYears, s.Files
 	p.State.Dir, p.State.DryRun, p.State.Result = dir, dry, res
 
@@ -142,9 +139,8 @@ func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *pla
 	for _, src := range s.OS.Sources {
 		g.Sources = append(g.Sources, fmt.Sprintf("%s (%s %s %s)", src.Name, src.URL, src.Suite, strings.Join(src.Components, " ")))
 	}
-	g.Packages = append(gw.Modules.Packages(), s.OS.Packages...)
-	sort.Strings(g.Packages)
-	g.Packages = uniq(g.Packages)
+	// Exactly what the lock requests on top of the suite's base set.
+	g.Packages = gw.Packages
 	g.Admin, g.Keys = s.Gateway.Admin.User, len(s.Gateway.Admin.AuthorizedKeys)
 	g.Timezone, g.Locale = s.Gateway.Timezone, s.Gateway.Locale
 	if s.Gateway.Network.DHCP() {

@@ -72,9 +72,15 @@ func addStateFlag(fs *pflag.FlagSet) *string {
 	return fs.String("state", "", "the site's state folder (default: .appliance/SITE beside the spec)")
 }
 
-func stateDir(flag, specPath, site string) string {
+func stateDir(flag string, site *spec.Site) string {
 	if flag != "" {
 		return flag
 	}
-	return state.Dir(specPath, site)
+	return site.Location.State
+}
+
+// stateOptions opens a site's state for a verb: the spec's path goes into
+// the commands its messages suggest.
+func stateOptions(e *Env, path string, create bool) state.Options {
+	return state.Options{Create: create, Now: e.now, Spec: path}
 }

@@ -2,16 +2,26 @@ package desired
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
-	"strings"
 
+	"github.com/appliance/appliance/images/mbr"
 	"github.com/appliance/appliance/keys"
 	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/state"
 )
+
+// Resolved is the desired gateway with every file's final bytes.
+type Resolved struct {
+	*Gateway
+	// Files are the gateway's files with their bytes, by path.
+	Files []File
+	// Disk identifies the gateway's disk.
+	Disk Disk
+}
 
 // File is a module's file with its final bytes.
 type File struct {
@@ -19,82 +29,96 @@ type File struct {
 	Data []byte
 }
 
-var placeholder = regexp.MustCompile(`@@state:([A-Za-z0-9._/-]+)@@`)
+// Disk is the identity of the gateway's disk: derived from the site's
+// name and its CA, so it is stable across builds yet differs between
+// sites (and between two sites that share a name).
+type Disk struct {
+	// ID is the MBR disk identifier; the partitions' PARTUUIDs follow.
+	ID uint32
+	// RootUUID is the root file system's UUID, HashSeed its directory
+	// hash seed, BootVolumeID the FAT volume's serial number.
+	RootUUID, HashSeed [16]byte
+	BootVolumeID       uint32
+}
 
-// Files resolves every module's files against the state: key material and
-// secrets are read from it, placeholders in configs filled in, shipped
-// and host keyrings read. build and push install exactly these bytes.
-func (g *Gateway) Files(st *state.Store) ([]File, error) {
-	var out []File
-	for _, f := range g.Modules.Files() {
-		data, err := resolve(f, st)
+// BootPartUUID and RootPartUUID are the partitions' PARTUUIDs, as the
+// kernel names them: the root is found by them, and fstab mounts them.
+func (d Disk) BootPartUUID() string { return mbr.PartUUID(d.ID, 1) }
+
+// RootPartUUID: see BootPartUUID.
+func (d Disk) RootPartUUID() string { return mbr.PartUUID(d.ID, 2) }
+
+// DiskOf derives the disk identity of a site from its name and CA.
+func DiskOf(site string, caCert []byte) Disk {
+	sum := sha256.Sum256(append([]byte("appliance disk "+site+"\n"), caCert...))
+	var d Disk
+	d.ID = binary.BigEndian.Uint32(sum[0:4])
+	copy(d.RootUUID[:], sum[4:20])
+	d.RootUUID[6] = d.RootUUID[6]&0x0f | 0x40 // a version 4 UUID's marks
+	d.RootUUID[8] = d.RootUUID[8]&0x3f | 0x80
+	seed := sha256.Sum256(sum[:])
+	copy(d.HashSeed[:], seed[:16])
+	d.BootVolumeID = binary.BigEndian.Uint32(seed[16:20])
+	return d
+}
+
+var placeholder = regexp.MustCompile(`@@(state|disk):([A-Za-z0-9._/-]+)@@`)
+
+// Resolve reads what the files need from the state: key material and
+// secrets, placeholders in configs, shipped and host keyrings. Build and
+// push install exactly these bytes.
+func (g *Gateway) Resolve(st *state.Store) (*Resolved, error) {
+	ca, err := st.ReadFile("pki/ca.crt")
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolved{Gateway: g, Disk: DiskOf(g.Name, ca)}
+	for _, f := range g.Files {
+		data, err := r.content(f, st)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Path, err)
 		}
-		out = append(out, File{File: f, Data: data})
+		r.Files = append(r.Files, File{File: f, Data: data})
 	}
-	return out, nil
+	return r, nil
 }
 
-func resolve(f modules.File, st *state.Store) ([]byte, error) {
-	switch {
-	case strings.HasPrefix(f.From, "state:"):
-		return st.ReadFile(strings.TrimPrefix(f.From, "state:"))
-	case strings.HasPrefix(f.From, "keyring:"):
-		return keys.Read(strings.TrimPrefix(f.From, "keyring:"))
-	case strings.HasPrefix(f.From, "host:"):
-		return os.ReadFile(strings.TrimPrefix(f.From, "host:"))
-	case f.From != "":
-		return nil, fmt.Errorf("unknown source %q", f.From)
-	case !f.Expand:
+func (r *Resolved) content(f modules.File, st *state.Store) ([]byte, error) {
+	switch f.Source.Kind {
+	case modules.Inline:
 		return f.Content, nil
+	case modules.FromState:
+		return st.ReadFile(f.Source.Name)
+	case modules.FromKeyring:
+		return keys.Read(f.Source.Name)
+	case modules.FromHost:
+		return os.ReadFile(f.Source.Name)
+	case modules.Expand:
+	default:
+		return nil, fmt.Errorf("unknown source %v", f.Source)
 	}
 	var err error
 	out := placeholder.ReplaceAllFunc(f.Content, func(m []byte) []byte {
-		rel := string(placeholder.FindSubmatch(m)[1])
-		b, rerr := st.ReadFile(rel)
-		if rerr != nil && err == nil {
-			err = rerr
+		sm := placeholder.FindSubmatch(m)
+		v, verr := r.value(string(sm[1]), string(sm[2]), st)
+		if verr != nil && err == nil {
+			err = verr
 		}
-		return bytes.TrimSpace(b)
+		return v
 	})
 	return out, err
 }
 
-// WriteTree writes the resolved files, folders and links under root, as
-// they would be on the gateway, for tests that run the real programs on
-// this machine. Ownership is left to the caller: only root may set it.
-func (g *Gateway) WriteTree(root string, files []File) error {
-	for _, c := range g.Modules.Contributions {
-		for _, d := range c.Dirs {
-			if err := os.MkdirAll(filepath.Join(root, d.Path), d.Mode); err != nil {
-				return err
-			}
+func (r *Resolved) value(space, name string, st *state.Store) ([]byte, error) {
+	if space == "disk" {
+		switch name {
+		case "boot":
+			return []byte(r.Disk.BootPartUUID()), nil
+		case "root":
+			return []byte(r.Disk.RootPartUUID()), nil
 		}
+		return nil, fmt.Errorf("no disk value %q", name)
 	}
-	for _, f := range files {
-		p := filepath.Join(root, f.Path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
-			return err
-		}
-		if err := os.Chmod(p, f.Mode); err != nil {
-			return err
-		}
-	}
-	for _, c := range g.Modules.Contributions {
-		for _, l := range c.Symlinks {
-			p := filepath.Join(root, l.Path)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-			os.Remove(p)
-			if err := os.Symlink(l.Target, p); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	b, err := st.ReadFile(name)
+	return bytes.TrimSpace(b), err
 }

@@ -35,17 +35,18 @@ func TestGolden(t *testing.T) {
 			var manifest bytes.Buffer
 			for _, f := range set.Files() {
 				flags := ""
-				if f.From != "" {
-					flags += " from=" + f.From
-				}
-				if f.Expand {
+				switch f.Source.Kind {
+				case modules.Inline:
+				case modules.Expand:
 					flags += " expand"
+				default:
+					flags += " from=" + f.Source.String()
 				}
 				if f.Sensitive {
 					flags += " sensitive"
 				}
 				fmt.Fprintf(&manifest, "file %s %04o %s:%s%s\n", f.Path, f.Mode, f.Owner, f.Group, flags)
-				if f.From == "" {
+				if f.Source.Kind == modules.Inline || f.Source.Kind == modules.Expand {
 					got[strings.TrimPrefix(f.Path, "/")] = f.Content
 				}
 			}

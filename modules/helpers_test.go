@@ -54,18 +54,32 @@ func newGW(t *testing.T, src string) *gw {
 	if res, err := st.Ensure(g.Wants, false); err != nil || res.Errors() {
 		t.Fatalf("state: %v %+v", err, res)
 	}
-	files, err := g.Files(st)
+	r, err := g.Resolve(st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "root")
-	if err := g.WriteTree(root, files); err != nil {
+	if err := r.Apply(desired.Folder{Root: root}); err != nil {
 		t.Fatal(err)
 	}
-	return &gw{site: site, g: g, st: st, root: root, files: files}
+	return &gw{site: site, g: g, st: st, root: root, files: r.Files}
 }
 
 func (w *gw) path(p string) string { return filepath.Join(w.root, p) }
+
+// rewrite writes the gateway's files again after a change to the state,
+// as a build or push would.
+func (w *gw) rewrite(t *testing.T) {
+	t.Helper()
+	r, err := w.g.Resolve(w.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(desired.Folder{Root: w.root}); err != nil {
+		t.Fatal(err)
+	}
+	w.files = r.Files
+}
 
 // stateFile reads a file of the site's state.
 func (w *gw) stateFile(t *testing.T, rel string) []byte {

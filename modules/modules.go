@@ -8,8 +8,9 @@
 //
 // Modules produce data only: they never write images or open
 // connections, and they never see a secret's value. A file that holds
-// key material names the state file it comes from (File.FromState), and
-// configs refer to such files by path; images and push put the bytes in.
+// key material names the state file it comes from (a Source of kind
+// FromState), and configs refer to such files by path; the desired state
+// puts the bytes in for the image and for push alike.
 package modules
 
 import (
@@ -128,24 +129,59 @@ type File struct {
 	Mode  fs.FileMode `json:"mode"`
 	Owner string      `json:"owner"`
 	Group string      `json:"group"`
-	// Content is the rendered file; empty when From is set.
+	// Content is the rendered file; empty when Source names another
+	// origin.
 	Content []byte `json:"-"`
-	// From names where the file's bytes come from when the module cannot
-	// hold them: "state:pki/issued/mosquitto.key" (a file of the site's
-	// state), "keyring:debian-archive" (a shipped archive key) or
-	// "host:/path" (a file the spec names on the machine running
-	// appliance).
-	From string `json:"from,omitempty"`
-	// Expand marks Content that holds placeholders, @@state:PATH@@, to be
-	// replaced by the (trimmed) content of that state file when the file
-	// is installed: a config that must hold a secret inline.
-	Expand bool `json:"expand,omitempty"`
+	// Source says where the bytes come from: Content as it is (the zero
+	// Source), Content with placeholders, or a file the module cannot
+	// hold. It is shown as "state:pki/ca.crt" and the like.
+	Source Source `json:"from,omitempty"`
 	// Sensitive files hold a secret (a key, a password, a Wi-Fi
 	// passphrase): they are never shown in plans or diffs.
 	Sensitive bool `json:"sensitive,omitempty"`
 	// Range is the spec block the file follows from, for messages.
 	Range hcl.Range `json:"-"`
 }
+
+// Source is where a file's bytes come from.
+type Source struct {
+	Kind SourceKind
+	// Name is the state file ("pki/issued/mosquitto.key"), the shipped
+	// keyring ("debian-archive") or the path on the machine running
+	// appliance, as Kind says.
+	Name string
+}
+
+// SourceKind is the kind of a Source.
+type SourceKind uint8
+
+// Source kinds.
+const (
+	// Inline files are their Content.
+	Inline SourceKind = iota
+	// Expand files are their Content with each placeholder @@state:PATH@@
+	// replaced by the (trimmed) content of that state file — a config
+	// that must hold a secret inline — and @@disk:boot@@ and
+	// @@disk:root@@ by the PARTUUIDs of the gateway's partitions.
+	Expand
+	// FromState files are a file of the site's state.
+	FromState
+	// FromKeyring files are an archive key shipped with appliance.
+	FromKeyring
+	// FromHost files are a file the spec names on the machine running
+	// appliance.
+	FromHost
+)
+
+var sourcePrefix = map[SourceKind]string{Expand: "expand", FromState: "state:", FromKeyring: "keyring:", FromHost: "host:"}
+
+func (s Source) String() string { return sourcePrefix[s.Kind] + s.Name }
+
+// IsZero reports an inline file, for encoding/json's omitempty.
+func (s Source) IsZero() bool { return s.Kind == Inline }
+
+// MarshalText shows the source as String does.
+func (s Source) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // Dir is a folder the module needs with a given owner and mode.
 type Dir struct {
@@ -503,7 +539,7 @@ func text(p string, mode fs.FileMode, owner, group string, content string, r hcl
 // fromState installs a file of the state (a certificate, key or secret);
 // one that others may not read is sensitive.
 func fromState(p string, mode fs.FileMode, owner, group, stateFile string, r hcl.Range) File {
-	return File{Path: p, Mode: mode, Owner: owner, Group: group, From: "state:" + stateFile, Sensitive: mode&0o004 == 0, Range: r}
+	return File{Path: p, Mode: mode, Owner: owner, Group: group, Source: Source{FromState, stateFile}, Sensitive: mode&0o004 == 0, Range: r}
 }
 
 // secretRef is the placeholder for a state file's content in a config
@@ -512,7 +548,7 @@ func secretRef(stateFile string) string { return "@@state:" + stateFile + "@@" }
 
 // withSecrets is a config that holds secrets through placeholders.
 func withSecrets(p string, mode fs.FileMode, owner, group, content string, r hcl.Range) File {
-	return File{Path: p, Mode: mode, Owner: owner, Group: group, Content: []byte(content), Expand: true, Sensitive: true, Range: r}
+	return File{Path: p, Mode: mode, Owner: owner, Group: group, Content: []byte(content), Source: Source{Kind: Expand}, Sensitive: true, Range: r}
 }
 
 // enable links a unit into a target's wants, as systemctl enable does.

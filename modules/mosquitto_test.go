@@ -134,13 +134,7 @@ func TestMosquitto(t *testing.T) {
 	if _, err := w.st.Revoke("bench-1", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
-	files, err := w.g.Files(w.st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.g.WriteTree(w.root, files); err != nil {
-		t.Fatal(err)
-	}
+	w.rewrite(t)
 	broker.Stop()
 	startMosquitto(t, w)
 	if out, err := bench1.pub(port, "sensors/bench-1/reading", "revoked"); err == nil {

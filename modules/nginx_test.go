@@ -125,8 +125,7 @@ func TestNginx(t *testing.T) {
 	if _, err := w.st.Revoke("bench-1", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
-	files, _ := w.g.Files(w.st)
-	w.g.WriteTree(w.root, files)
+	w.rewrite(t)
 	os.Chmod(w.path("/var/lib/appliance/ota"), 0o755)
 	srv.Stop()
 	startNginx(t, w)

@@ -42,7 +42,7 @@ func (m *SSH) Contribute() Contribution {
 			fromState("/etc/ssh/ssh_host_ecdsa_key", 0o600, "root", "root", "ssh/"+state.HostKeyECDSA, r),
 			fromState("/etc/ssh/ssh_host_ecdsa_key.pub", 0o644, "root", "root", "ssh/"+state.HostKeyECDSA+".pub", r),
 			// Public keys only: expanded, but not sensitive.
-			{Path: "/etc/ssh/authorized_keys/" + admin.User, Mode: 0o644, Owner: "root", Group: "root", Content: []byte(keys), Expand: true, Range: admin.Where.Block},
+			{Path: "/etc/ssh/authorized_keys/" + admin.User, Mode: 0o644, Owner: "root", Group: "root", Content: []byte(keys), Source: Source{Kind: Expand}, Range: admin.Where.Block},
 		},
 		Dirs:      []Dir{{Path: "/etc/ssh/authorized_keys", Mode: 0o755, Owner: "root", Group: "root"}},
 		Symlinks:  []Symlink{enableVendor("ssh.service", "multi-user.target")},

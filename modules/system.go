@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/appliance/appliance/bootinit"
 	"github.com/appliance/appliance/spec"
 )
 
@@ -15,9 +16,10 @@ func init() { Register(Info{"system", func() Module { return new(System) }}) }
 
 var _ Module = (*System)(nil)
 
-// System is the base system: names, time, locale, network, journal,
-// kernel hardening, automatic security updates, the admin account and
-// the apt sources.
+// System is the base system: the board's kernel and firmware, names,
+// time, locale, network, journal, kernel hardening, automatic security
+// updates, the admin account, the apt sources, the mounts, and
+// appliance's init with the check of its first boot.
 type System struct{ site *spec.Site }
 
 // Fixed IDs of the accounts the system module makes. Debian's base-passwd
@@ -74,8 +76,14 @@ func (m *System) Contribute() Contribution {
 		Dirs:   []Dir{{Path: "/home/" + g.Admin.User, Mode: 0o750, Owner: g.Admin.User, Group: g.Admin.User}},
 		Checks: []Check{{Name: "network up", Kind: "unit", Unit: "systemd-networkd.service"}},
 	}
+	c.Packages = append(c.Packages, g.Hardware.Packages...)
+	c.Programs = []Program{{Package: "github.com/appliance/appliance/cmd/appliance-init", Path: bootinit.InitPath}}
 	c.Files = append(c.Files, m.network()...)
 	c.Files = append(c.Files, m.aptSources()...)
+	c.Files = append(c.Files, m.boot()...)
+	// The boot partition is mounted where Raspberry Pi OS mounts it.
+	c.Dirs = append(c.Dirs, Dir{Path: "/boot/firmware", Mode: 0o755, Owner: "root", Group: "root"})
+	c.Symlinks = append(c.Symlinks, enable(firstBootCheck, "multi-user.target"))
 	if g.Locale != spec.DefaultLocale {
 		// locales' postinst generates what /etc/locale.gen lists.
 		c.Packages = append(c.Packages, "locales")
@@ -100,6 +108,25 @@ func (m *System) Contribute() Contribution {
 		c.Openings = append(c.Openings, Opening{Port: 5353, Proto: "udp", From: s.Firewall.MQTTFrom, Purpose: "mDNS"})
 	}
 	return c
+}
+
+// firstBootCheck is the unit that reports a failed first boot.
+const firstBootCheck = "appliance-firstboot-check.service"
+
+// boot: the mounts, and the unit that makes a failed first boot show in
+// the journal and leave the system degraded (appliance's init writes the
+// marker it checks). The partitions are found by PARTUUID, which the
+// desired state fills in from the gateway's disk identity.
+func (m *System) boot() []File {
+	r := m.site.Gateway.Where.Block
+	fstab := "# Written by appliance. The root grows to the card on the first boot.\n" +
+		"PARTUUID=@@disk:root@@\t/\text4\tdefaults,noatime,errors=remount-ro\t0\t1\n" +
+		"PARTUUID=@@disk:boot@@\t/boot/firmware\tvfat\tdefaults,noatime,umask=0077,nofail\t0\t2\n"
+	check := fmt.Sprintf("# Written by appliance.\n[Unit]\nDescription=Report a failed appliance first boot\nConditionPathExists=%s\n\n[Service]\nType=oneshot\nExecStart=%s --check\n\n[Install]\nWantedBy=multi-user.target\n", bootinit.FailedMarker, bootinit.InitPath)
+	return []File{
+		{Path: "/etc/fstab", Mode: 0o644, Owner: "root", Group: "root", Content: []byte(fstab), Source: Source{Kind: Expand}, Range: r},
+		text("/etc/systemd/system/"+firstBootCheck, 0o644, "root", "root", check, r),
+	}
 }
 
 // mdns reports whether the gateway answers mDNS for its .local name:
@@ -215,20 +242,20 @@ func (m *System) aptSources() []File {
 	var files []File
 	for _, src := range s.OS.Sources {
 		// apt tells armored keys from binary ones by the extension.
-		from, ext := "keyring:"+src.ShippedKeyring, ".asc"
+		from, ext := Source{FromKeyring, src.ShippedKeyring}, ".asc"
 		if src.ShippedKeyring == "debian-archive" {
 			ext = ".pgp"
 		}
 		if src.Keyring != "" {
-			from, ext = "host:"+src.Keyring, ".asc"
+			from, ext = Source{FromHost, src.Keyring}, ".asc"
 			if !strings.HasSuffix(src.Keyring, ".asc") {
 				ext = ".pgp"
 			}
 		}
 		keyring := "/etc/apt/keyrings/appliance-" + src.Name + ext
-		files = append(files, File{Path: keyring, Mode: 0o644, Owner: "root", Group: "root", From: from, Range: src.Where.Block})
+		files = append(files, File{Path: keyring, Mode: 0o644, Owner: "root", Group: "root", Source: from, Range: src.Where.Block})
 		fmt.Fprintf(&b, "\nTypes: deb\nURIs: %s\nSuites: %s\nComponents: %s\nArchitectures: %s\nSigned-By: %s\n",
-			src.URL, src.Suite, strings.Join(src.Components, " "), spec.Boards[s.Gateway.Board].Arch, keyring)
+			src.URL, src.Suite, strings.Join(src.Components, " "), s.Gateway.Hardware.Arch, keyring)
 	}
 	return append(files, text("/etc/apt/sources.list.d/appliance.sources", 0o644, "root", "root", b.String(), s.OS.Where.Block))
 }
@@ -244,7 +271,7 @@ func (m *System) unattended() string {
 	b.WriteString("\t\"origin=Debian,codename=${distro_codename},label=Debian\";\n")
 	b.WriteString("\t\"origin=Debian,codename=${distro_codename}-updates,label=Debian\";\n")
 	b.WriteString("\t\"origin=Debian,codename=${distro_codename}-security,label=Debian-Security\";\n")
-	if spec.Boards[s.Gateway.Board].RaspberryPi {
+	if s.Gateway.Hardware.RaspberryPi {
 		b.WriteString("\t\"origin=Raspberry Pi Foundation,codename=${distro_codename}\";\n")
 	}
 	b.WriteString("};\n")

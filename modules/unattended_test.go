@@ -43,13 +43,7 @@ func TestGatewayLeftAlone(t *testing.T) {
 	if _, err := w.st.Revoke("bench-2", "keyCompromise", w.g.Wants); err != nil {
 		t.Fatal(err)
 	}
-	files, err := w.g.Files(w.st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.g.WriteTree(w.root, files); err != nil {
-		t.Fatal(err)
-	}
+	w.rewrite(t)
 	firmware := []byte("\xe9 firmware image")
 	os.MkdirAll(w.path("/var/lib/appliance/ota/fw"), 0o755)
 	os.WriteFile(w.path("/var/lib/appliance/ota/fw/1.0.0.bin"), firmware, 0o644)

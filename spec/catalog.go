@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-// Board describes a gateway board appliance builds images for.
+// Board describes a gateway board appliance builds images for: the one
+// catalogue of boards, which the spec checks against, the desired state
+// takes its packages from and the image build its boot partition.
 type Board struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
@@ -16,13 +18,59 @@ type Board struct {
 	// RaspberryPi reports whether the board needs Raspberry Pi OS
 	// packages (firmware, kernel) from archive.raspberrypi.com.
 	RaspberryPi bool `json:"raspberry_pi"`
+	// Packages are the kernel and firmware packages the board boots with.
+	Packages []string `json:"packages"`
+	// KernelFlavour ends the kernel's version string, e.g. "-arm64".
+	KernelFlavour string `json:"kernel_flavour"`
+	// Console is the serial console for the kernel command line.
+	Console string `json:"console"`
+	// BootSize is the FAT boot partition's size in bytes.
+	BootSize int64 `json:"boot_size"`
+	// InitramfsModules are the kernel modules needed to mount the root;
+	// nil when the kernel has what it needs built in (no initramfs).
+	InitramfsModules []string `json:"initramfs_modules,omitempty"`
+	// Boot is how the boot partition is laid out: "qemu" (kernel,
+	// initramfs and command line, which QEMU is given) or "raspberrypi"
+	// (as Raspberry Pi OS's raspi-firmware hooks lay it out).
+	Boot string `json:"boot"`
+	// KernelImage is the name the Raspberry Pi firmware loads the kernel
+	// by, SoC the prefix of the board's device trees, GPUFirmware the
+	// files of raspi-firmware a board that boots its GPU from the card
+	// needs.
+	KernelImage string   `json:"kernel_image,omitempty"`
+	SoC         string   `json:"soc,omitempty"`
+	GPUFirmware []string `json:"gpu_firmware,omitempty"`
 }
 
 // Boards lists the supported gateway boards.
-var Boards = map[string]Board{
-	"rpi5":       {ID: "rpi5", Name: "Raspberry Pi 5", Arch: "arm64", RaspberryPi: true},
-	"rpi4":       {ID: "rpi4", Name: "Raspberry Pi 4", Arch: "arm64", RaspberryPi: true},
-	"qemu-arm64": {ID: "qemu-arm64", Name: "QEMU virt (arm64)", Arch: "arm64"},
+var Boards = map[string]*Board{
+	"rpi5": {
+		ID: "rpi5", Name: "Raspberry Pi 5", Arch: "arm64", RaspberryPi: true,
+		Packages:      []string{"linux-image-rpi-2712", "raspi-firmware", "raspberrypi-sys-mods", "rpi-eeprom"},
+		KernelFlavour: "-rpi-2712", Console: "serial0,115200", BootSize: 512 << 20,
+		Boot: "raspberrypi", KernelImage: "kernel_2712.img", SoC: "bcm2712",
+	},
+	"rpi4": {
+		ID: "rpi4", Name: "Raspberry Pi 4", Arch: "arm64", RaspberryPi: true,
+		Packages:      []string{"linux-image-rpi-v8", "raspi-firmware", "raspberrypi-sys-mods", "rpi-eeprom"},
+		KernelFlavour: "-rpi-v8", Console: "serial0,115200", BootSize: 512 << 20,
+		// The Pi 4's GPU firmware boots from the FAT partition.
+		Boot: "raspberrypi", KernelImage: "kernel8.img", SoC: "bcm2711", GPUFirmware: []string{"start4.elf", "fixup4.dat"},
+	},
+	"qemu-arm64": {
+		ID: "qemu-arm64", Name: "QEMU virt (arm64)", Arch: "arm64",
+		// The kernel wants an initramfs tool; appliance makes its own
+		// initramfs, so it takes the smallest, not initramfs-tools, whose
+		// hooks take minutes under emulation on the first boot.
+		Packages:      []string{"linux-image-arm64", "tiny-initramfs"},
+		KernelFlavour: "-arm64", Console: "ttyAMA0", BootSize: 128 << 20,
+		// virtio and virtio_pci are built into Debian's arm64 kernel;
+		// the disk driver and ext4 are modules, and ext4's metadata
+		// checksums ask the crypto API for crc32c by name, which only
+		// modprobe could answer: load it first.
+		InitramfsModules: []string{"crc32c_generic", "virtio_blk", "ext4"},
+		Boot:             "qemu",
+	},
 }
 
 // Chip describes an ESP32 family member a sensor node can run on.

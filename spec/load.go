@@ -106,7 +106,11 @@ func Load(path string, opts Options) (*Site, *Report) {
 			return nil, rep
 		}
 	}
-	return LoadSources(files, srcs, dir, opts)
+	site, rep := LoadSources(files, srcs, dir, opts)
+	if site != nil {
+		site.Location = locate(path, dir, dir == path, site.Name)
+	}
+	return site, rep
 }
 
 // LoadSources is Load for sources already in memory: files[i] names
@@ -210,7 +214,11 @@ func decodeSite(d *decoder, blocks hcl.Blocks, files []string, dir string, opts 
 	} else {
 		d.add(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Missing gateway block", Detail: `A site has one gateway: add gateway "gw" { board = "rpi5" } with its hostname and admin.`, Subject: fileRange.Ptr(), Extra: noSnippet{}})
 	}
-	board, boardOK := Boards[s.Gateway.Board]
+	s.Gateway.Hardware = Boards[s.Gateway.Board]
+	board, boardOK := Board{}, s.Gateway.Hardware != nil
+	if boardOK {
+		board = *s.Gateway.Hardware
+	}
 
 	d.decodeMQTT(s, d.single(bt["mqtt"], "mqtt"), ctx, fileRange)
 	d.decodeHTTPS(s, d.single(bt["https"], "https"), ctx, fileRange)

@@ -2,6 +2,8 @@ package spec
 
 import (
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -19,6 +21,9 @@ const (
 
 // Site is a decoded, defaulted and checked site specification.
 type Site struct {
+	// Location is where the spec lies and what appliance keeps beside it.
+	Location Location `json:"-"`
+
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	// SupportYears is the site's support period: how long everything the
@@ -62,10 +67,43 @@ type Pending struct {
 	Range     hcl.Range `json:"-"`
 }
 
+// Location is where a spec lies and what appliance keeps beside it,
+// decided once when the spec is loaded.
+type Location struct {
+	// Path is the spec as given: a file, or a folder of .hcl files.
+	Path string
+	// Dir is the folder the spec's relative paths start from: the
+	// file's folder, or the folder spec itself.
+	Dir string
+	// Lock is the spec's lock: NAME.lock beside a file spec NAME.hcl (so
+	// two specs in one folder do not share one), LockName inside a folder
+	// spec.
+	Lock string
+	// State is the site's default state folder: .appliance/SITE in Dir.
+	State string
+}
+
+// LockName is the lock's file name in a folder spec.
+const LockName = "appliance.lock"
+
+// locate fills in where the spec of a site lies.
+func locate(path, dir string, folder bool, site string) Location {
+	l := Location{Path: path, Dir: dir, State: filepath.Join(dir, ".appliance", site)}
+	if folder {
+		l.Lock = filepath.Join(path, LockName)
+	} else {
+		l.Lock = strings.TrimSuffix(path, filepath.Ext(path)) + ".lock"
+	}
+	return l
+}
+
 // Gateway is the single gateway of a site.
 type Gateway struct {
-	Name     string `json:"name"`
-	Board    string `json:"board"`
+	Name  string `json:"name"`
+	Board string `json:"board"`
+	// Hardware is the board's catalogue entry, resolved when the spec is
+	// loaded (nil when the board is unknown, which is an error).
+	Hardware *Board `json:"-"`
 	Hostname string `json:"hostname"`
 	// Address is where push and the nodes reach the gateway: an IP
 	// address or a DNS name.

@@ -190,9 +190,9 @@ func (e *ensurer) review() error {
 	caEnd := e.ca.Cert.NotAfter
 	switch {
 	case !e.now.Before(caEnd):
-		e.res.problem(true, "ca", "the site CA expired on %s, and with it every certificate it issued; the gateway and the nodes refuse each other. Run appliance pki renew {spec} ca, then build and flash the gateway and every node", caEnd.Format(time.DateOnly))
+		e.problem(true, "ca", "the site CA expired on %s, and with it every certificate it issued; the gateway and the nodes refuse each other. Run appliance pki renew {spec} ca, then build and flash the gateway and every node", caEnd.Format(time.DateOnly))
 	case caEnd.Before(e.w.until(e.now)):
-		e.res.problem(false, "ca", "the site CA ends on %s, within the site's %d-year support period: every certificate and CRL issued from now on ends with it. Run appliance pki renew {spec} ca to extend it with its own key; then build, and flash every node before %s", caEnd.Format(time.DateOnly), e.w.support(), caEnd.Format(time.DateOnly))
+		e.problem(false, "ca", "the site CA ends on %s, within the site's %d-year support period: every certificate and CRL issued from now on ends with it. Run appliance pki renew {spec} ca to extend it with its own key; then build, and flash every node before %s", caEnd.Format(time.DateOnly), e.w.support(), caEnd.Format(time.DateOnly))
 	}
 	objs, err := e.objects()
 	if err != nil {
@@ -207,16 +207,16 @@ func (e *ensurer) review() error {
 			shortNodes = append(shortNodes, o.name)
 		case !o.gateway():
 			expired := !o.to.After(e.now)
-			e.res.problem(expired, o.name, "node certificate %s; run appliance pki renew {spec} %s and flash the node with the new one", why, o.name)
+			e.problem(expired, o.name, "node certificate %s; run appliance pki renew {spec} %s and flash the node with the new one", why, o.name)
 		case e.renewable(o):
 			e.res.Due = append(e.res.Due, Renewal{Name: o.name, What: o.what, Ends: o.to, Why: why, req: o.req})
 		default:
 			// Renewing would give the same end: the CA's.
-			e.res.problem(!o.to.After(e.now), o.name, "%s %s: it ends with the site CA and cannot outlast it; run appliance pki renew {spec} ca", o.what, why)
+			e.problem(!o.to.After(e.now), o.name, "%s %s: it ends with the site CA and cannot outlast it; run appliance pki renew {spec} ca", o.what, why)
 		}
 	}
 	if len(shortNodes) > 0 {
-		e.res.problem(false, "nodes", "node certificates end before the site's %d-year support period from their issue is over: %s; to make them last it, run appliance pki renew {spec} NAME… and flash the nodes", e.w.support(), nodeList(shortNodes))
+		e.problem(false, "nodes", "node certificates end before the site's %d-year support period from their issue is over: %s; to make them last it, run appliance pki renew {spec} NAME… and flash the nodes", e.w.support(), nodeList(shortNodes))
 	}
 	return nil
 }

@@ -129,7 +129,7 @@ func TestRenewOverTheYears(t *testing.T) {
 	}
 	p := problems(res)
 	for _, n := range []string{"bench-1", "bench-2"} {
-		if !strings.Contains(p, n+": node certificate ends on "+t0.AddDate(5, 0, 0).Format(time.DateOnly)+", in 89 days; run appliance pki renew {spec} "+n+" and flash the node") {
+		if !strings.Contains(p, n+": node certificate ends on "+t0.AddDate(5, 0, 0).Format(time.DateOnly)+", in 89 days; run appliance pki renew SPEC "+n+" and flash the node") {
 			t.Errorf("no warning for %s:\n%s", n, p)
 		}
 	}
@@ -180,7 +180,7 @@ func TestRenewOverTheYears(t *testing.T) {
 	}
 	// From now the CA (ten years) ends within the support period.
 	res = ensure(t, s, w)
-	if p := problems(res); !strings.Contains(p, "ca: the site CA ends on "+t0.AddDate(10, 0, 0).Format(time.DateOnly)+", within the site's 5-year support period") || !strings.Contains(p, "pki renew {spec} ca") || res.Errors() {
+	if p := problems(res); !strings.Contains(p, "ca: the site CA ends on "+t0.AddDate(10, 0, 0).Format(time.DateOnly)+", within the site's 5-year support period") || !strings.Contains(p, "pki renew SPEC ca") || res.Errors() {
 		t.Errorf("CA within the support period:\n%s", p)
 	}
 	if bench := cert(t, dir, "bench-1"); !bench.NotAfter.Equal(t0.AddDate(10, 0, 0)) {

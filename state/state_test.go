@@ -85,7 +85,7 @@ func TestEnsureCreatesThenKeeps(t *testing.T) {
 
 func TestDryRunWritesNothing(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	res, err := Preview(dir, wants(), func() time.Time { return t0 })
+	res, err := Preview(dir, wants(), Options{Now: func() time.Time { return t0 }})
 	if err != nil || len(res.Created) == 0 {
 		t.Fatalf("Preview: %v, %+v", err, res)
 	}

@@ -31,27 +31,21 @@ import (
 // FormatVersion is the layout version written to state.json.
 const FormatVersion = 1
 
-// Dir returns the default state folder of a site: .appliance/<site>
-// beside the spec (the spec's folder when the spec is a folder).
-func Dir(specPath, site string) string {
-	base := specPath
-	if fi, err := os.Stat(specPath); err != nil || !fi.IsDir() {
-		base = filepath.Dir(specPath)
-	}
-	return filepath.Join(base, ".appliance", site)
-}
-
 // Options control Open.
 type Options struct {
 	// Create makes the state folder when it does not exist yet.
 	Create bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Spec is the spec's path as the user names it, for the commands
+	// that messages suggest ("appliance pki renew SPEC NAME").
+	Spec string
 }
 
 // Store is an open, locked state folder.
 type Store struct {
 	Dir  string
+	spec string
 	now  func() time.Time
 	lock *os.File
 }
@@ -93,7 +87,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{Dir: dir, now: o.Now, lock: lock}, nil
+	return &Store{Dir: dir, spec: o.Spec, now: o.Now, lock: lock}, nil
 }
 
 // Close releases the lock.
@@ -137,9 +131,20 @@ type Wants struct {
 	SupportYears int
 }
 
-// SpecPlaceholder stands for the spec's path in Problem messages, which
-// name commands to run; the CLI puts in the path the user gave.
-const SpecPlaceholder = "{spec}"
+// specToken stands for the spec's path in the commands that messages
+// name; the store fills in Options.Spec.
+const specToken = "{spec}"
+
+// fill puts the spec's path into a message.
+func (s *Store) fill(msg string) string {
+	spec := s.spec
+	if spec == "" {
+		spec = "SPEC"
+	} else if strings.ContainsAny(spec, " \t'\"$`\\;&|<>()*?[]#~") {
+		spec = "'" + strings.ReplaceAll(spec, "'", `'\''`) + "'"
+	}
+	return strings.ReplaceAll(msg, specToken, spec)
+}
 
 // Problem is something in the state the user must act on.
 type Problem struct {
@@ -168,8 +173,8 @@ func (r *Result) Errors() bool {
 	return false
 }
 
-func (r *Result) problem(err bool, name, format string, args ...any) {
-	r.Problems = append(r.Problems, Problem{Error: err, Name: name, Message: fmt.Sprintf(format, args...)})
+func (e *ensurer) problem(err bool, name, format string, args ...any) {
+	e.res.Problems = append(e.res.Problems, Problem{Error: err, Name: name, Message: e.s.fill(fmt.Sprintf(format, args...))})
 }
 
 type stateFile struct {
@@ -331,10 +336,10 @@ func (e *ensurer) certs() error {
 		if !exists(crtPath) {
 			switch {
 			case last != nil && last.Status == StatusRevoked:
-				e.res.problem(true, r.Name, "certificate revoked on %s; run appliance pki renew {spec} %s to issue a new one", last.RevokedAt.Format(time.DateOnly), r.Name)
+				e.problem(true, r.Name, "certificate revoked on %s; run appliance pki renew {spec} %s to issue a new one", last.RevokedAt.Format(time.DateOnly), r.Name)
 				continue
 			case last != nil:
-				e.res.problem(true, r.Name, "certificate file %s is missing; restore it from your backup, or run appliance pki renew {spec} %s", crtPath, r.Name)
+				e.problem(true, r.Name, "certificate file %s is missing; restore it from your backup, or run appliance pki renew {spec} %s", crtPath, r.Name)
 				continue
 			}
 			e.res.Created = append(e.res.Created, fmt.Sprintf("%s certificate %s", r.Kind, r.Name))
@@ -360,10 +365,10 @@ func (e *ensurer) certs() error {
 			return fmt.Errorf("the key of certificate %s: %w", r.Name, err)
 		}
 		if !pki.SameKey(cert, keyPEM) {
-			return fmt.Errorf("%s does not belong to %s; restore both from your backup, or run appliance pki renew {spec} %s", keyPath, crtPath, r.Name)
+			return errors.New(e.s.fill(fmt.Sprintf("%s does not belong to %s; restore both from your backup, or run appliance pki renew {spec} %s", keyPath, crtPath, r.Name)))
 		}
 		if err := e.ca.Issued(cert, r.Kind); err != nil {
-			return fmt.Errorf("%s was not issued by this state's CA for %s use (%v); run appliance pki renew {spec} %s", crtPath, r.Kind, err, r.Name)
+			return errors.New(e.s.fill(fmt.Sprintf("%s was not issued by this state's CA for %s use (%v); run appliance pki renew {spec} %s", crtPath, r.Kind, err, r.Name)))
 		}
 		if last == nil || pki.SerialHex(cert.SerialNumber) != last.Serial {
 			// Written before a crash kept the index from recording it.
@@ -371,12 +376,12 @@ func (e *ensurer) certs() error {
 			changed = true
 		}
 		if ok, missing := pki.Covers(cert, r); !ok {
-			e.res.problem(true, r.Name, "certificate does not cover %s, which the spec now names; run appliance pki renew {spec} %s", missing, r.Name)
+			e.problem(true, r.Name, "certificate does not cover %s, which the spec now names; run appliance pki renew {spec} %s", missing, r.Name)
 		}
 	}
 	for _, name := range e.idx.names() {
 		if last := e.idx.last(name); !wanted[name] && last.Status == StatusValid && exists(e.s.path("pki", "issued", name+".crt")) {
-			e.res.problem(false, name, "certificate is still valid but no longer in the spec; if the device is gone, run appliance pki revoke {spec} %s", name)
+			e.problem(false, name, "certificate is still valid but no longer in the spec; if the device is gone, run appliance pki revoke {spec} %s", name)
 		}
 	}
 	if changed && !e.dry {
@@ -609,14 +614,15 @@ func (s *Store) Secret(name string) (string, error) {
 
 // Preview reports what Ensure would do for w, writing nothing and
 // creating no folder.
-func Preview(dir string, w Wants, now func() time.Time) (*Result, error) {
-	if now == nil {
-		now = time.Now
+func Preview(dir string, w Wants, o Options) (*Result, error) {
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if !exists(dir) {
-		return (&Store{Dir: dir, now: now}).Ensure(w, true)
+		return (&Store{Dir: dir, spec: o.Spec, now: o.Now}).Ensure(w, true)
 	}
-	s, err := Open(dir, Options{Now: now})
+	o.Create = false
+	s, err := Open(dir, o)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,9 @@
-// Package boards knows the gateway boards appliance builds images for:
-// which kernel and firmware packages each needs, what goes on its FAT
-// boot partition (filled the way the packages' kernel hooks would fill
-// it, since no hook runs at build time), its kernel command line, and
-// whether its kernel needs an initramfs to reach the root file system.
+// Package boards fills a gateway board's FAT boot partition from the
+// root file system, the way the packages' kernel hooks would fill it
+// (no hook runs at build time), and makes its kernel command line. What
+// each board is — its packages, console, kernel flavour, boot layout —
+// is the spec's board catalogue (spec.Boards); this package gets those
+// facts as arguments.
 package boards
 
 import (
@@ -20,64 +21,16 @@ import (
 	"github.com/appliance/appliance/images/tree"
 )
 
-// Board is one kind of gateway hardware.
-type Board struct {
-	ID string
-	// Packages are the kernel and firmware packages the board boots with.
-	Packages []string
-	// BootSize is the FAT boot partition's size.
-	BootSize int64
-	// Console is the serial console for the kernel command line.
-	Console string
-	// InitramfsModules are the kernel modules needed to mount the root;
-	// nil when the kernel has what it needs built in (no initramfs).
-	InitramfsModules []string
-	// KernelFlavour ends the kernel's version string, e.g. "-arm64".
-	KernelFlavour string
-	boot          func(c *Context) ([]File, error)
-}
-
-// All are the boards by ID (spec.Boards names them too).
-var All = map[string]*Board{
-	"qemu-arm64": {
-		ID: "qemu-arm64",
-		// The kernel wants an initramfs tool; appliance makes its own
-		// initramfs, so it takes the smallest, not initramfs-tools, whose
-		// hooks take minutes under emulation on the first boot.
-		Packages: []string{"linux-image-arm64", "tiny-initramfs"},
-		BootSize: 128 << 20,
-		Console:  "ttyAMA0",
-		// virtio and virtio_pci are built into Debian's arm64 kernel;
-		// the disk driver and ext4 are modules, and ext4's metadata
-		// checksums ask the crypto API for crc32c by name, which only
-		// modprobe could answer: load it first.
-		InitramfsModules: []string{"crc32c_generic", "virtio_blk", "ext4"},
-		KernelFlavour:    "-arm64",
-		boot:             qemuBoot,
-	},
-	"rpi5": {
-		ID:            "rpi5",
-		Packages:      []string{"linux-image-rpi-2712", "raspi-firmware", "raspberrypi-sys-mods", "rpi-eeprom"},
-		BootSize:      512 << 20,
-		Console:       "serial0,115200",
-		KernelFlavour: "-rpi-2712",
-		boot:          func(c *Context) ([]File, error) { return piBoot(c, "kernel_2712.img", "bcm2712", nil) },
-	},
-	"rpi4": {
-		ID:            "rpi4",
-		Packages:      []string{"linux-image-rpi-v8", "raspi-firmware", "raspberrypi-sys-mods", "rpi-eeprom"},
-		BootSize:      512 << 20,
-		Console:       "serial0,115200",
-		KernelFlavour: "-rpi-v8",
-		// The Pi 4's GPU firmware boots from the FAT partition.
-		boot: func(c *Context) ([]File, error) {
-			return piBoot(c, "kernel8.img", "bcm2711", []string{"start4.elf", "fixup4.dat"})
-		},
-	},
-}
-
 // Context is what a board needs to fill its boot partition.
 type Context struct {
+	// Boot is the board's layout: "qemu" or "raspberrypi".
+	Boot string
+	// KernelImage, SoC and GPUFirmware describe a Raspberry Pi: the
+	// kernel's name on the partition, its device trees' prefix, and the
+	// GPU firmware files it boots from the card.
+	KernelImage, SoC string
+	GPUFirmware      []string
+
 	Tree  *tree.Tree
 	Blobs tree.Blobs
 	// Kernel is the kernel's version (the part after vmlinuz-).
@@ -98,17 +51,17 @@ type File struct {
 	Entry *tree.Entry
 }
 
-// Kernel finds the board's kernel in the tree: the version of the
-// newest /boot/vmlinuz-* of the board's flavour.
-func (b *Board) Kernel(t *tree.Tree) (string, error) {
+// Kernel finds a board's kernel in the tree: the version of the newest
+// /boot/vmlinuz-* of its flavour, from its kernel package pkg.
+func Kernel(t *tree.Tree, board, flavour, pkg string) (string, error) {
 	var found []string
 	for _, e := range t.Entries() {
-		if v, ok := strings.CutPrefix(e.Path, "boot/vmlinuz-"); ok && strings.HasSuffix(v, b.KernelFlavour) && e.Type == tree.Regular {
+		if v, ok := strings.CutPrefix(e.Path, "boot/vmlinuz-"); ok && strings.HasSuffix(v, flavour) && e.Type == tree.Regular {
 			found = append(found, v)
 		}
 	}
 	if len(found) == 0 {
-		return "", fmt.Errorf("board %s: no kernel /boot/vmlinuz-*%s in the root file system; the board's kernel package (%s) must come from the os sources", b.ID, b.KernelFlavour, b.Packages[0])
+		return "", fmt.Errorf("board %s: no kernel /boot/vmlinuz-*%s in the root file system; the board's kernel package (%s) must come from the os sources", board, flavour, pkg)
 	}
 	sort.Strings(found)
 	return found[len(found)-1], nil
@@ -116,12 +69,23 @@ func (b *Board) Kernel(t *tree.Tree) (string, error) {
 
 // Cmdline is the kernel command line: the root by PARTUUID, appliance's
 // init (which runs the first boot, then systemd), the serial console.
-func (b *Board) Cmdline(rootPartUUID string) string {
-	return fmt.Sprintf("console=%s root=PARTUUID=%s rootfstype=ext4 rootwait ro fsck.repair=yes init=%s panic=10", b.Console, rootPartUUID, bootinit.InitPath)
+func Cmdline(console, rootPartUUID string) string {
+	return fmt.Sprintf("console=%s root=PARTUUID=%s rootfstype=ext4 rootwait ro fsck.repair=yes init=%s panic=10", console, rootPartUUID, bootinit.InitPath)
 }
 
+// Layouts are the boot partition layouts this package fills.
+var Layouts = []string{"qemu", "raspberrypi"}
+
 // BootFiles lists what goes on the FAT boot partition.
-func (b *Board) BootFiles(c *Context) ([]File, error) { return b.boot(c) }
+func BootFiles(c *Context) ([]File, error) {
+	switch c.Boot {
+	case "qemu":
+		return qemuBoot(c)
+	case "raspberrypi":
+		return piBoot(c, c.KernelImage, c.SoC, c.GPUFirmware)
+	}
+	return nil, fmt.Errorf("no boot partition layout %q", c.Boot)
+}
 
 // FATEntries turns the boot files into FAT entries, folders first.
 func FATEntries(files []File, blobs tree.Blobs, mtime time.Time) []fat.Entry {

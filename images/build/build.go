@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -34,19 +33,19 @@ import (
 	"github.com/appliance/appliance/images/initramfs"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/tree"
-	"github.com/appliance/appliance/modules"
-	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
 )
 
 // Options are a build's inputs.
 type Options struct {
-	SpecPath string
-	Site     *spec.Site
-	Gateway  *desired.Gateway
-	State    *state.Store
-	Cache    *cache.Cache
-	Client   *apt.Client
+	// SpecPath and LockPath are where the spec and its lock lie.
+	SpecPath, LockPath string
+	// Gateway is the whole gateway: the build reads nothing else of the
+	// site.
+	Gateway *desired.Gateway
+	State   *state.Store
+	Cache   *cache.Cache
+	Client  *apt.Client
 	// OutDir is where the outputs go: out/<site> by default.
 	OutDir string
 	// Epoch is SOURCE_DATE_EPOCH, when set.
@@ -91,10 +90,10 @@ func (s *step) done(format string, args ...any) {
 
 type builder struct {
 	opt   Options
-	board *boards.Board
+	board *desired.Board
 	info  *Info
 	lock  *rootfs.Lock
-	files []desired.File
+	gw    *desired.Resolved
 	progs []gobin.Built
 	acct  *accounts
 	// mtime dates everything appliance makes (see timeOf).
@@ -105,12 +104,9 @@ type builder struct {
 // Build builds the site's gateway image.
 func Build(ctx context.Context, opt Options) (*Result, error) {
 	start := time.Now()
-	b := &builder{opt: opt, info: &Info{Site: opt.Site.Name, Board: opt.Site.Gateway.Board, Hostname: opt.Site.Gateway.Hostname, Admin: opt.Site.Gateway.Admin.User, Appliance: opt.Version}}
-	b.board = boards.All[opt.Site.Gateway.Board]
-	if b.board == nil {
-		return nil, fmt.Errorf("board %q has no image support", opt.Site.Gateway.Board)
-	}
-	keep := []kept{{"spec", opt.SpecPath}, {"lock", rootfs.LockPath(opt.SpecPath)}}
+	g := opt.Gateway
+	b := &builder{opt: opt, board: g.Board, info: &Info{Site: g.Name, Board: g.Board.ID, Hostname: g.Hostname, Admin: g.Admin, Appliance: opt.Version}}
+	keep := []kept{{"spec", opt.SpecPath}, {"lock", opt.LockPath}}
 	if opt.State != nil {
 		keep = append(keep, kept{"site's state", opt.State.Dir})
 	}
@@ -134,7 +130,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 	var err error
-	if b.srcHash, err = opt.Programs.Key(ctx, spec.Boards[opt.Site.Gateway.Board].Arch); err != nil {
+	if b.srcHash, err = opt.Programs.Key(ctx, g.Arch); err != nil {
 		return nil, fmt.Errorf("the gateway's programs: %w", err)
 	}
 	key, err := b.key(ctx)
@@ -186,15 +182,15 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 
 func (b *builder) resolve(ctx context.Context) error {
 	s := b.step("resolve")
-	req, err := rootfs.FromSite(b.opt.Site, b.opt.Gateway.Packages())
+	req, err := b.opt.Gateway.Request()
 	if err != nil {
 		return err
 	}
-	lock, err := rootfs.LoadLock(b.opt.SpecPath, req)
+	lockPath := b.opt.LockPath
+	lock, err := rootfs.LoadLock(lockPath, b.opt.SpecPath, req)
 	if err != nil {
 		return err
 	}
-	lockPath := rootfs.LockPath(b.opt.SpecPath)
 	if lock == nil {
 		// No lock yet: resolve now and keep the result, so the next
 		// build uses the same packages.
@@ -228,30 +224,29 @@ func (b *builder) fetch(ctx context.Context) error {
 	return nil
 }
 
-// siteFiles resolves the modules' files against the state, so that the
-// key covers every byte the site adds.
+// siteFiles resolves the gateway's files against the state, so that
+// the key covers every byte the site adds.
 func (b *builder) siteFiles(ctx context.Context) error {
-	files, err := b.opt.Gateway.Files(b.opt.State)
+	gw, err := b.opt.Gateway.Resolve(b.opt.State)
 	if err != nil {
 		return err
 	}
-	b.files = files
+	b.gw = gw
 	return nil
 }
 
 func (b *builder) programs(ctx context.Context) error {
 	s := b.step("programs")
-	progs := append([]modules.Program{{Package: gobin.Module + "/cmd/appliance-init", Path: bootinit.InitPath}}, b.opt.Gateway.Modules.Programs()...)
 	var list []gobin.Program
-	for _, p := range progs {
+	for _, p := range b.opt.Gateway.Programs {
 		list = append(list, gobin.Program{Package: p.Package, Path: p.Path})
 	}
-	built, err := b.opt.Programs.Build(ctx, spec.Boards[b.opt.Site.Gateway.Board].Arch, list)
+	built, err := b.opt.Programs.Build(ctx, b.opt.Gateway.Arch, list)
 	if err != nil {
 		return err
 	}
 	b.progs = built
-	s.done("%d programs for linux/%s, %s", len(built), spec.Boards[b.opt.Site.Gateway.Board].Arch, b.opt.Programs)
+	s.done("%d programs for linux/%s, %s", len(built), b.opt.Gateway.Arch, b.opt.Programs)
 	return nil
 }
 
@@ -266,18 +261,17 @@ func (b *builder) key(ctx context.Context) (string, error) {
 			f.Close()
 		}
 	}
-	lockBytes, err := os.ReadFile(rootfs.LockPath(b.opt.SpecPath))
+	lockBytes, err := os.ReadFile(b.opt.LockPath)
 	if err != nil {
 		return "", err
 	}
 	h.Write(lockBytes)
-	fmt.Fprintf(h, "\nboard %s epoch %v\n", b.board.ID, epochString(b.opt.Epoch))
-	for _, f := range b.files {
+	g := b.gw
+	fmt.Fprintf(h, "\nboard %+v epoch %v disk %+v\n", *b.board, epochString(b.opt.Epoch), g.Disk)
+	for _, f := range g.Files {
 		fmt.Fprintf(h, "%s %o %s %s %x\n", f.Path, f.Mode, f.Owner, f.Group, sha256.Sum256(f.Data))
 	}
-	for _, c := range b.opt.Gateway.Modules.Contributions {
-		fmt.Fprintf(h, "%+v %+v %+v %+v\n", c.Dirs, c.Symlinks, c.Users, c.Groups)
-	}
+	fmt.Fprintf(h, "%+v %+v %+v %+v %+v\n", g.Dirs, g.Symlinks, g.Users, g.Groups, g.Programs)
 	fmt.Fprintf(h, "source %s\n", b.srcHash)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -314,52 +308,32 @@ func (b *builder) timeOf(t *tree.Tree) time.Time {
 	return time.Unix(newest, 0).UTC()
 }
 
-// ids derives the disk's identifiers from the site, so they are stable
-// across builds yet differ between sites: the site's name and its CA.
-func (b *builder) ids() (diskID uint32, uuid, seed [16]byte, volID uint32, err error) {
-	ca, err := b.opt.State.ReadFile("pki/ca.crt")
-	if err != nil {
-		return 0, uuid, seed, 0, err
-	}
-	sum := sha256.Sum256(append([]byte("appliance disk "+b.opt.Site.Name+"\n"), ca...))
-	diskID = binary.BigEndian.Uint32(sum[0:4])
-	copy(uuid[:], sum[4:20])
-	uuid[6] = uuid[6]&0x0f | 0x40 // a version 4 UUID's marks
-	uuid[8] = uuid[8]&0x3f | 0x80
-	seed2 := sha256.Sum256(sum[:])
-	copy(seed[:], seed2[:16])
-	volID = binary.BigEndian.Uint32(seed2[16:20])
-	return diskID, uuid, seed, volID, nil
-}
-
 func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 	s := b.step("image")
 	mtime := b.mtime
-	diskID, uuid, seed, volID, err := b.ids()
-	if err != nil {
-		return err
-	}
-	layout := disk.Layout{DiskID: diskID, BootSize: b.board.BootSize}
+	d := b.gw.Disk
+	layout := disk.Layout{DiskID: d.ID, BootSize: b.board.BootSize}
 	root := rootfs.Ext4Entries(t, b.opt.Cache)
 	layout.RootSize = rootSize(root)
-	layout.Boot = fat.Options{Label: "BOOTFS", VolumeID: volID}
-	layout.Root = ext4.Options{Label: "rootfs", UUID: uuid, HashSeed: seed, Time: mtime, ReservedBlocksPercent: 5}
+	layout.Boot = fat.Options{Label: "BOOTFS", VolumeID: d.BootVolumeID}
+	layout.Root = ext4.Options{Label: "rootfs", UUID: d.RootUUID, HashSeed: d.HashSeed, Time: mtime, ReservedBlocksPercent: 5}
 
-	kver, err := b.board.Kernel(t)
+	kver, err := boards.Kernel(t, b.board.ID, b.board.KernelFlavour, b.board.Packages[0])
 	if err != nil {
 		return err
 	}
-	bctx := &boards.Context{Tree: t, Blobs: b.opt.Cache, Kernel: kver, Cmdline: b.board.Cmdline(layout.RootPartUUID()), Time: mtime}
+	bctx := &boards.Context{Boot: b.board.Boot, KernelImage: b.board.KernelImage, SoC: b.board.SoC, GPUFirmware: b.board.GPUFirmware,
+		Tree: t, Blobs: b.opt.Cache, Kernel: kver, Cmdline: boards.Cmdline(b.board.Console, d.RootPartUUID()), Time: mtime}
 	if b.board.InitramfsModules != nil {
 		if bctx.Initramfs, err = b.initramfs(t, kver, mtime); err != nil {
 			return fmt.Errorf("initramfs: %w", err)
 		}
 	}
-	bootFiles, err := b.board.BootFiles(bctx)
+	bootFiles, err := boards.BootFiles(bctx)
 	if err != nil {
 		return err
 	}
-	b.info.Kernel, b.info.Cmdline, b.info.DiskID = kver, bctx.Cmdline, fmt.Sprintf("%08x", diskID)
+	b.info.Kernel, b.info.Cmdline, b.info.DiskID = kver, bctx.Cmdline, fmt.Sprintf("%08x", d.ID)
 	img := filepath.Join(dir, ImageName)
 	// The bmap is made in the outputs step, alongside the image's other
 	// reads.
@@ -368,7 +342,7 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 	}
 	// QEMU boots the kernel and initramfs it is given; appliance vm and
 	// the boot test take them from beside the image.
-	if b.board.ID == "qemu-arm64" {
+	if b.board.Boot == "qemu" {
 		if err := os.MkdirAll(filepath.Join(dir, "boot"), 0o755); err != nil {
 			return err
 		}

@@ -267,7 +267,7 @@ func (b *builder) writeSBOM(path string) error {
 		return err
 	}
 	doc := sbom.Document{
-		Subject:    sbom.Component{Type: "operating-system", Name: "appliance gateway " + b.opt.Site.Name, Version: b.info.Key[:12]},
+		Subject:    sbom.Component{Type: "operating-system", Name: "appliance gateway " + b.opt.Gateway.Name, Version: b.info.Key[:12]},
 		Components: comps,
 		Timestamp:  b.mtime,
 		Tool:       "appliance " + b.opt.Version,

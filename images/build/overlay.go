@@ -3,19 +3,19 @@ package build
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path"
 	"strings"
 
-	"github.com/appliance/appliance/bootinit"
-	"github.com/appliance/appliance/images/disk"
+	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/images/tree"
 )
 
-// overlay adds the site to the unpacked packages: accounts, the modules'
-// files, folders and links, the gateway's programs, fstab, and what the
-// first boot needs.
+// overlay adds the site to the unpacked packages: the accounts, then
+// the desired gateway — folders, files, links — and appliance's
+// programs.
 func (b *builder) overlay(t *tree.Tree) error {
 	s := b.step("site")
 	mtime := b.mtime.Unix()
@@ -38,7 +38,7 @@ func (b *builder) overlay(t *tree.Tree) error {
 	if err != nil {
 		return err
 	}
-	if err := acct.add(b.opt.Gateway.Modules.Users(), b.opt.Gateway.Modules.Groups()); err != nil {
+	if err := acct.add(b.opt.Gateway.Users, b.opt.Gateway.Groups); err != nil {
 		return err
 	}
 	b.acct = acct
@@ -51,7 +51,6 @@ func (b *builder) overlay(t *tree.Tree) error {
 	put := func(p string, mode uint32, uid, gid int, data []byte) error {
 		return b.putFile(t, p, mode, uid, gid, data, mtime)
 	}
-	dirTmpl := tree.Entry{Type: tree.Dir, Mode: 0o755, MTime: mtime}
 	for _, f := range []struct {
 		path string
 		mode uint32
@@ -69,72 +68,63 @@ func (b *builder) overlay(t *tree.Tree) error {
 		}
 	}
 
-	for _, c := range b.opt.Gateway.Modules.Contributions {
-		for _, d := range c.Dirs {
-			uid, err1 := acct.uid(d.Owner)
-			gid, err2 := acct.gid(d.Group)
-			if err1 != nil || err2 != nil {
-				return fmt.Errorf("%s: %v %v", d.Path, err1, err2)
-			}
-			p := strings.TrimPrefix(d.Path, "/")
-			if err := t.MkdirAll(p, dirTmpl); err != nil {
-				return err
-			}
-			e := *t.Get(p)
-			e.Mode, e.UID, e.GID = uint32(d.Mode.Perm()), uid, gid
-			if err := t.Put(&e); err != nil {
-				return err
-			}
-		}
-	}
-	for _, f := range b.files {
-		uid, err1 := acct.uid(f.Owner)
-		gid, err2 := acct.gid(f.Group)
-		if err1 != nil || err2 != nil {
-			return fmt.Errorf("%s: %v %v", f.Path, err1, err2)
-		}
-		if err := put(strings.TrimPrefix(f.Path, "/"), uint32(f.Mode.Perm()), uid, gid, f.Data); err != nil {
-			return err
-		}
-	}
-	for _, c := range b.opt.Gateway.Modules.Contributions {
-		for _, l := range c.Symlinks {
-			if err := b.putLink(t, strings.TrimPrefix(l.Path, "/"), l.Target, mtime); err != nil {
-				return err
-			}
-		}
+	if err := b.gw.Apply(&treeTarget{b: b, t: t, acct: acct, mtime: mtime}); err != nil {
+		return err
 	}
 	for _, p := range b.progs {
 		if err := put(strings.TrimPrefix(p.Path, "/"), 0o755, 0, 0, p.Data); err != nil {
 			return err
 		}
 	}
+	s.done("%d files, %d accounts, %d programs", len(b.gw.Files), len(acct.passwd), len(b.progs))
+	return nil
+}
 
-	// The boot partition is mounted where Raspberry Pi OS mounts it.
-	layoutID, _, _, _, err := b.ids()
+// treeTarget applies the desired gateway to the image's file tree, its
+// accounts resolved by the image's passwd and group.
+type treeTarget struct {
+	b     *builder
+	t     *tree.Tree
+	acct  *accounts
+	mtime int64
+}
+
+func (tt *treeTarget) ids(what, owner, group string) (int, int, error) {
+	uid, err1 := tt.acct.uid(owner)
+	gid, err2 := tt.acct.gid(group)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return uid, gid, nil
+}
+
+// Dir implements desired.Target.
+func (tt *treeTarget) Dir(d desired.Dir) error {
+	uid, gid, err := tt.ids(d.Path, d.Owner, d.Group)
 	if err != nil {
 		return err
 	}
-	l := disk.Layout{DiskID: layoutID}
-	fstab := fmt.Sprintf("# Written by appliance. The root grows to the card on the first boot.\nPARTUUID=%s\t/\text4\tdefaults,noatime,errors=remount-ro\t0\t1\nPARTUUID=%s\t/boot/firmware\tvfat\tdefaults,noatime,umask=0077,nofail\t0\t2\n",
-		l.RootPartUUID(), l.BootPartUUID())
-	if err := put("etc/fstab", 0o644, 0, 0, []byte(fstab)); err != nil {
+	p := strings.TrimPrefix(d.Path, "/")
+	if err := tt.t.MkdirAll(p, tree.Entry{Type: tree.Dir, Mode: 0o755, MTime: tt.mtime}); err != nil {
 		return err
 	}
-	if err := t.MkdirAll("boot/firmware", dirTmpl); err != nil {
+	e := *tt.t.Get(p)
+	e.Mode, e.UID, e.GID = uint32(d.Mode.Perm()), uid, gid
+	return tt.t.Put(&e)
+}
+
+// File implements desired.Target.
+func (tt *treeTarget) File(f desired.File) error {
+	uid, gid, err := tt.ids(f.Path, f.Owner, f.Group)
+	if err != nil {
 		return err
 	}
-	// A failed first boot shows in the journal and makes the system
-	// degraded; the marker it checks is written by appliance's init.
-	check := fmt.Sprintf("# Written by appliance.\n[Unit]\nDescription=Report a failed appliance first boot\nConditionPathExists=%s\n\n[Service]\nType=oneshot\nExecStart=%s --check\n\n[Install]\nWantedBy=multi-user.target\n", bootinit.FailedMarker, bootinit.InitPath)
-	if err := put("etc/systemd/system/appliance-firstboot-check.service", 0o644, 0, 0, []byte(check)); err != nil {
-		return err
-	}
-	if err := b.putLink(t, "etc/systemd/system/multi-user.target.wants/appliance-firstboot-check.service", "/etc/systemd/system/appliance-firstboot-check.service", mtime); err != nil {
-		return err
-	}
-	s.done("%d files, %d accounts, %d programs", len(b.files), len(acct.passwd), len(b.progs))
-	return nil
+	return tt.b.putFile(tt.t, strings.TrimPrefix(f.Path, "/"), uint32(f.Mode.Perm()), uid, gid, f.Data, tt.mtime)
+}
+
+// Symlink implements desired.Target.
+func (tt *treeTarget) Symlink(l desired.Symlink) error {
+	return tt.b.putLink(tt.t, strings.TrimPrefix(l.Path, "/"), l.Target, tt.mtime)
 }
 
 // putFile puts a file made by appliance into the tree; content goes to

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/appliance/appliance/modules"
+	"github.com/appliance/appliance/desired"
 )
 
 // accounts is /etc/passwd and /etc/group as base-passwd makes them on a
@@ -43,7 +43,7 @@ func newAccounts(passwdMaster, groupMaster []byte) (*accounts, error) {
 	return a, nil
 }
 
-func (a *accounts) add(users []modules.User, groups []modules.Group) error {
+func (a *accounts) add(users []desired.User, groups []desired.Group) error {
 	for _, g := range groups {
 		if f := a.findGroup(g.Name); f != nil {
 			if f[2] != strconv.Itoa(g.GID) {

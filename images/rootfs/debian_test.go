@@ -14,29 +14,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/tree"
-	"github.com/appliance/appliance/spec"
+	"github.com/appliance/appliance/keys"
 )
 
-// demoRequest is what appliance lock asks for examples/demo.hcl.
+// demoRequest is what appliance lock asks for examples/demo.hcl, as its
+// lock records it (cli's TestDemoLockFits holds the lock to the spec):
+// Debian's sources with the shipped key, and the requested packages.
 func demoRequest(t *testing.T) *Request {
 	t.Helper()
-	site, rep := spec.Load("../../examples/demo.hcl", spec.Options{Partial: true, Environ: []string{"HOME=/nonexistent"}})
-	if rep.HasErrors() {
-		var b bytes.Buffer
-		rep.WriteText(&b)
-		t.Fatalf("examples/demo.hcl: %s", b.String())
-	}
-	gw, err := desired.Compute(site)
+	lock, err := ReadLock("../../examples/demo.lock")
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := FromSite(site, gw.Packages())
+	kb, err := keys.Read("debian-archive")
 	if err != nil {
 		t.Fatal(err)
+	}
+	kr, err := apt.ReadKeyring(kb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &Request{Suite: lock.Suite, Arch: lock.Arch, Packages: lock.Requested}
+	for _, s := range lock.Sources {
+		req.Sources = append(req.Sources, &apt.Source{Name: s.Name, URL: s.URL, Suite: s.Suite, Components: s.Components, Keyring: kr, Priority: s.Priority})
+	}
+	if got := req.Inputs(); got != lock.Inputs {
+		t.Fatalf("the request made from examples/demo.lock has inputs %s, the lock %s", got, lock.Inputs)
 	}
 	return req
 }

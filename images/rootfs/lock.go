@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -20,9 +19,6 @@ import (
 
 // lockFormat is the version of the lock file's layout.
 const lockFormat = 1
-
-// LockName is the lock's file name in a folder spec.
-const LockName = "appliance.lock"
 
 // Lock is a resolved package set: what appliance.lock holds. It is
 // enough to build without reading any index: every package's URL and
@@ -85,16 +81,6 @@ func (l *Lock) DownloadSize() int64 {
 		n += p.Size
 	}
 	return n
-}
-
-// LockPath is where the lock of a spec lives: appliance.lock inside a
-// folder spec; NAME.lock beside a file spec NAME.hcl, so two specs in
-// one folder (examples/) do not share one lock.
-func LockPath(specPath string) string {
-	if fi, err := os.Stat(specPath); err == nil && fi.IsDir() {
-		return filepath.Join(specPath, LockName)
-	}
-	return strings.TrimSuffix(specPath, filepath.Ext(specPath)) + ".lock"
 }
 
 // ReadLock reads a lock file. A missing file is reported with
@@ -309,11 +295,10 @@ func (e *StaleError) Error() string {
 	return fmt.Sprintf("the spec changed since %s was written (%s); run appliance lock %s", e.LockPath, strings.Join(e.Changes, "; "), e.SpecPath)
 }
 
-// LoadLock reads the lock of a spec for a build: nil and no error when
-// there is none (the build then plans), a *StaleError when it no longer
-// fits the request.
-func LoadLock(specPath string, req *Request) (*Lock, error) {
-	path := LockPath(specPath)
+// LoadLock reads the lock at path (the spec's, see spec.Location) for a
+// build: nil and no error when there is none (the build then plans), a
+// *StaleError naming specPath when it no longer fits the request.
+func LoadLock(path, specPath string, req *Request) (*Lock, error) {
 	l, err := ReadLock(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil

@@ -37,16 +37,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/appliance/appliance/images/apt"
-	"github.com/appliance/appliance/keys"
-	"github.com/appliance/appliance/spec"
 )
 
 // Request is what a root file system is built from.
@@ -72,51 +67,6 @@ const (
 	DefaultPriority     = 500
 	RaspberryPiPriority = 600
 )
-
-// FromSite turns a site's os block and the packages the gateway needs
-// besides (desired.Gateway.Packages: the modules' and the board's) into
-// a request. It reads each source's keyring (a file or a shipped
-// one).
-func FromSite(site *spec.Site, modulePackages []string) (*Request, error) {
-	board, ok := spec.Boards[site.Gateway.Board]
-	if !ok {
-		return nil, fmt.Errorf("unknown board %q", site.Gateway.Board)
-	}
-	req := &Request{Suite: site.OS.Suite, Arch: board.Arch}
-	for _, s := range site.OS.Sources {
-		var b []byte
-		var err error
-		if s.Keyring != "" {
-			b, err = os.ReadFile(s.Keyring)
-		} else {
-			b, err = keys.Read(s.ShippedKeyring)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", s.Name, err)
-		}
-		kr, err := apt.ReadKeyring(b)
-		if err != nil {
-			return nil, fmt.Errorf("source %s: keyring %s: %w", s.Name, s.Keyring+s.ShippedKeyring, err)
-		}
-		prio := DefaultPriority
-		if isRaspberryPi(s) {
-			prio = RaspberryPiPriority
-		}
-		req.Sources = append(req.Sources, &apt.Source{Name: s.Name, URL: s.URL, Suite: s.Suite, Components: s.Components, Keyring: kr, Priority: prio})
-	}
-	pkgs := append(append([]string{}, modulePackages...), site.OS.Packages...)
-	sort.Strings(pkgs)
-	req.Packages = slices.Compact(pkgs)
-	return req, nil
-}
-
-func isRaspberryPi(s spec.Source) bool {
-	if s.ShippedKeyring == "raspberrypi" {
-		return true
-	}
-	u, err := url.Parse(s.URL)
-	return err == nil && (u.Hostname() == "archive.raspberrypi.com" || u.Hostname() == "archive.raspberrypi.org")
-}
 
 // inputs is everything that decides a lock's content besides the
 // archive's state: its checksum is the lock's Inputs.

@@ -53,7 +53,7 @@ func Options(t testing.TB, specPath string) (build.Options, *state.Store) {
 	}
 	epoch := Epoch
 	return build.Options{
-		SpecPath: specPath, Site: site, Gateway: gw, State: st, Cache: ca,
+		SpecPath: specPath, LockPath: site.Location.Lock, Gateway: gw, State: st, Cache: ca,
 		Client: &apt.Client{Store: ca, Retries: 3}, Epoch: &epoch, Programs: progs, Version: "test",
 	}, st
 }
