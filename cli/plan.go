@@ -193,16 +193,6 @@ func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *pla
 	return p
 }
 
-func uniq(s []string) []string {
-	out := s[:0]
-	for i, x := range s {
-		if i == 0 || x != s[i-1] {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 func (p *planView) writeText(w io.Writer) {
 	desc := ""
 	if p.Site.Description != "" {
