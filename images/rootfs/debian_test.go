@@ -181,6 +181,71 @@ func TestDebianTrixie(t *testing.T) {
 	}
 }
 
+// debianSets are package sets of every kind — containers, desktops,
+// toolchains, databases, web servers, network and system services —
+// each resolved on top of the base set, as appliance lock would; "demo"
+// stands for the packages of examples/demo.hcl's gateway. The last ones
+// depend on a virtual package whose providers tie on Essential,
+// Important and Priority, so apt's order of creation decides (by name
+// they would go the other way).
+var debianSets = [][]string{
+	{"demo", "podman"},
+	{"podman"},
+	{"xfce4", "lightdm"},
+	{"python3-full"},
+	{"build-essential"},
+	{"postgresql"},
+	{"nginx-full", "certbot"},
+	{"network-manager"},
+	{"systemd-container"},
+	{"mariadb-server"},
+	{"qemu-system-arm"},
+	{"wireguard"},       // wireguard-modules: linux-image-rt-arm64, not linux-image-arm64
+	{"php8.4-imagick"},  // phpapi-20240924: php8.4-phpdbg, not libapache2-mod-php8.4
+	{"sa-exim"},         // exim4-localscanapi-6.0: exim4-daemon-light, not -heavy
+	{"tk-itk4"},         // libtk: libtk9.0, not libtk8.6
+	{"qemu-system-gui"}, // qemu-system-any: qemu-system-s390x, not qemu-system-arm
+}
+
+// TestDebianPackageSets resolves debianSets over trixie and
+// trixie-security for arm64 and wants, for each, exactly the packages
+// and versions apt-get install --simulate picks over the same indexes.
+func TestDebianPackageSets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads the real Debian archive")
+	}
+	ctx := context.Background()
+	demo := demoRequest(t)
+	ca := sharedCache(t)
+	base := &Request{Suite: demo.Suite, Arch: demo.Arch, Sources: demo.Sources}
+	u, signers, err := Universe(ctx, &apt.Client{Store: ca, Retries: 3}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aptGet := newAptGet(t, base.Arch, debianMirror(t, ca, base))
+	for _, set := range debianSets {
+		t.Run(strings.Join(set, "+"), func(t *testing.T) {
+			req := *base
+			for _, p := range set {
+				if p == "demo" {
+					req.Packages = append(req.Packages, demo.Packages...)
+				} else {
+					req.Packages = append(req.Packages, p)
+				}
+			}
+			lock, err := plan(u, signers, &req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := aptGet.install(t, aptRequest(&req, lock))
+			t.Logf("%s: appliance %d packages, apt %d", strings.Join(set, " "), len(lock.Packages), len(got))
+			if diffs := diffWithApt(lock, got); len(diffs) > 0 {
+				t.Errorf("appliance and apt differ:\n  %s", strings.Join(diffs, "\n  "))
+			}
+		})
+	}
+}
+
 // compareWithApt runs apt-get install --simulate for the same request
 // over the same indexes (see debianMirror) and compares its choice with
 // the lock.
