@@ -33,6 +33,14 @@ type Package struct {
 	Conflicts     string
 	Breaks        string
 	Replaces      string
+	// Recommends, Suggests and Enhances are never followed; the
+	// resolver reads the names they mention (see resolve.NewUniverse).
+	Recommends string
+	Suggests   string
+	Enhances   string
+	// Important is "Important: yes" or "Protected: yes": apt prefers
+	// such a provider of a virtual package.
+	Important     bool
 	Filename      string
 	Size          int64
 	SHA256        string
@@ -214,6 +222,8 @@ func fromParagraph(para deb.Paragraph) (*Package, error) {
 			p.Priority = v
 		case "Essential":
 			p.Essential = v == "yes"
+		case "Important", "Protected":
+			p.Important = p.Important || v == "yes"
 		case "Depends":
 			p.Depends = v
 		case "Pre-Depends":
@@ -226,6 +236,12 @@ func fromParagraph(para deb.Paragraph) (*Package, error) {
 			p.Breaks = v
 		case "Replaces":
 			p.Replaces = v
+		case "Recommends":
+			p.Recommends = v
+		case "Suggests":
+			p.Suggests = v
+		case "Enhances":
+			p.Enhances = v
 		case "Filename":
 			p.Filename = v
 		case "SHA256":

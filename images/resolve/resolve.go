@@ -1,26 +1,54 @@
 // Package resolve picks the packages of a root file system: the requested
-// ones and everything they depend on, the way apt-get install would on an
-// empty system with Recommends off.
+// ones and everything they depend on, as apt-get install picks them on
+// an empty system with Recommends off — apt's own solver, the
+// depth-first MarkInstall of its pkgDepCache, whose choices the tests
+// compare with apt-get install --simulate.
 //
 // Candidates. Of every package name, only one version can be installed:
 // the candidate, taken from the sources of the highest priority that
 // carry the name and, among those, the highest version — apt's rule with
 // pinning. Only the architecture asked for and "all" count.
 //
-// Dependencies. Pre-Depends and Depends are followed with their
-// alternatives in order and their version constraints; a virtual name is
-// satisfied through Provides (a versioned dependency only by a versioned
-// Provides). Conflicts and Breaks are checked both ways: a choice that
-// conflicts with what is already chosen is skipped, and if no alternative
-// remains the resolution backtracks to the last choice. Like apt, a
-// package first takes all its direct dependencies, then each of those
-// takes theirs, so that a dependency one sibling satisfies is not
-// satisfied a second time by another alternative. Recommends and
-// Suggests are not followed.
+// Order. The requests are marked first; then their dependencies are
+// installed request by request, in name order (apt-get install takes its
+// command line in order, so this is apt-get install with the names
+// sorted). A package's Pre-Depends and then Depends are taken in
+// control-file order; a relation that what is chosen so far satisfies
+// (by name or Provides, a versioned dependency only through a versioned
+// Provides) is passed over; otherwise its first installable option is
+// chosen and that option's own dependencies are installed, depth first,
+// before the next relation is looked at. So a relation that a sibling's
+// dependencies satisfy is not satisfied a second time.
 //
-// Determinism. Everything iterates in a fixed order (requests sorted,
-// relations in control-file order, providers by priority class then
-// name), so the same indexes and request always give the same set.
+// Options. A relation's options are, alternative by alternative, the
+// alternative's own candidate if its version fits, then the candidates
+// that provide the name, best first: Essential, then Important (or
+// Protected), then the higher Priority — a package without the field
+// ranks first, as apt has it, and an unknown word as "extra" — and on a
+// tie the package apt's cache created last. apt creates a package where
+// its indexes first name it: its own paragraph, or a relationship field
+// of an earlier paragraph (Pre-Depends, Depends, Conflicts, Breaks,
+// Recommends, Suggests, Replaces, Enhances, Provides, in that order),
+// the sources read in order and each index from the top; a name
+// qualified with another architecture or ":any" is another package. So,
+// as for apt, the order of the sources and indexes decides such ties
+// (NewUniverse takes the packages in that order).
+//
+// Failure. An option that conflicts (Conflicts or Breaks, either way)
+// with what is chosen is skipped. An option whose dependencies cannot be
+// installed is undone, with everything it brought in, and the next
+// option is tried; when none is left the failure goes up to the choice
+// that led there. apt gets there another way — a choice may unmark a
+// package chosen before that conflicts with it, its problem resolver
+// repairs what that breaks, and what a failed option brought in stays
+// marked until apt drops it at the end as garbage — and to the same set
+// in every case the tests try but one: a package that a failed option
+// brought in and that a chosen package recommends or suggests is no
+// garbage to apt, so apt installs it and appliance does not. Recommends
+// and Suggests are not followed.
+//
+// Determinism. The same indexes in the same order give the same set for
+// a request, whatever the request's order.
 package resolve
 
 import (
@@ -40,12 +68,15 @@ type Universe struct {
 	candidates map[string]*cand
 	providers  map[string][]provider
 	all        map[string][]*apt.Package // every version of a name, for messages
+	// created orders the providers as apt's cache creates their
+	// packages (see creation).
+	created map[string]int
 }
 
 type cand struct {
 	pkg *apt.Package
 	ver version.Version
-	// parsed lazily
+	// parsed lazily: provides when indexing, the rest when visited
 	parsed    bool
 	deps      []dependency.Relation
 	conflicts []dependency.Possibility
@@ -57,8 +88,10 @@ type provider struct {
 	ver string // "" for an unversioned Provides
 }
 
-// NewUniverse indexes packages. Packages of other architectures are
-// ignored; of every name the candidate is kept (see the package doc).
+// NewUniverse indexes packages, in the order the sources and their
+// indexes are read (which decides ties between providers, see the
+// package doc). Packages of other architectures are ignored; of every
+// name the candidate is kept.
 func NewUniverse(pkgs []*apt.Package, arch string) (*Universe, error) {
 	u := &Universe{Arch: arch, candidates: map[string]*cand{}, providers: map[string][]provider{}, all: map[string][]*apt.Package{}}
 	for _, p := range pkgs {
@@ -77,16 +110,16 @@ func NewUniverse(pkgs []*apt.Package, arch string) (*Universe, error) {
 		}
 	}
 	names := make([]string, 0, len(u.candidates))
-	for n := range u.candidates {
-		names = append(names, n)
+	for n, c := range u.candidates {
+		if c.pkg.Provides != "" {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
+	u.creation(pkgs, names)
 	for _, n := range names {
 		c := u.candidates[n]
-		if c.pkg.Provides == "" {
-			continue
-		}
-		if err := c.parse(); err != nil {
+		if err := c.parseProvides(); err != nil {
 			return nil, err
 		}
 		for _, pv := range c.provides {
@@ -98,16 +131,96 @@ func NewUniverse(pkgs []*apt.Package, arch string) (*Universe, error) {
 		}
 	}
 	for n, ps := range u.providers {
-		sort.SliceStable(ps, func(i, j int) bool {
-			a, b := ps[i].c.pkg, ps[j].c.pkg
-			if ra, rb := priorityRank(a), priorityRank(b); ra != rb {
-				return ra < rb
-			}
-			return a.Name < b.Name
-		})
+		sort.SliceStable(ps, func(i, j int) bool { return u.preferred(ps[i].c.pkg, ps[j].c.pkg) })
 		u.providers[n] = ps
 	}
 	return u, nil
+}
+
+// creation finds where apt's cache creates the package of each name
+// asked for: a package is created where the indexes first name it — its
+// own paragraph, or any relationship field of an earlier one, in apt's
+// order of the fields. Only the order among providers is ever used, so
+// only theirs is kept.
+func (u *Universe) creation(pkgs []*apt.Package, names []string) {
+	u.created = make(map[string]int, len(names))
+	for _, n := range names {
+		u.created[n] = -1
+	}
+	next, left := 0, len(names)
+	mention := func(name string) {
+		if o, ok := u.created[name]; ok && o < 0 {
+			u.created[name] = next
+			next++
+			left--
+		}
+	}
+	for _, p := range pkgs {
+		if left == 0 {
+			return
+		}
+		if p.Architecture != u.Arch && p.Architecture != "all" {
+			continue
+		}
+		mention(p.Name)
+		for _, f := range [...]string{p.PreDepends, p.Depends, p.Conflicts, p.Breaks, p.Recommends, p.Suggests, p.Replaces, p.Enhances, p.Provides} {
+			mentions(f, u.Arch, mention)
+		}
+	}
+}
+
+// mentions calls f with every package name a relationship field names,
+// in order. A name qualified with another architecture, or with ":any",
+// is another package in apt's cache and is left out. It reads the field
+// once, without allocating: indexing calls it for every field of every
+// package.
+func mentions(field, arch string, f func(string)) {
+	for i := 0; i < len(field); {
+		for i < len(field) && isSpace(field[i]) {
+			i++
+		}
+		start := i
+		for i < len(field) && !isSpace(field[i]) && !strings.ContainsRune("([<,|:", rune(field[i])) {
+			i++
+		}
+		name := field[start:i]
+		if i < len(field) && field[i] == ':' {
+			q := i + 1
+			for i < len(field) && !isSpace(field[i]) && !strings.ContainsRune("([<,|", rune(field[i])) {
+				i++
+			}
+			if qual := field[q:i]; qual != arch && qual != "native" {
+				name = ""
+			}
+		}
+		if name != "" {
+			f(name)
+		}
+		// on to the next alternative or relation
+		for i < len(field) && field[i] != ',' && field[i] != '|' {
+			i++
+		}
+		i++
+	}
+}
+
+func isSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\n' || b == '\r' }
+
+// preferred reports whether a is the better provider of a virtual
+// package, by apt's rule for packages not installed yet: Essential
+// first, then Important (or Protected), then the higher Priority; on a
+// tie, the package apt's cache created last.
+func (u *Universe) preferred(a, b *apt.Package) bool {
+	if a.Essential != b.Essential {
+		return a.Essential
+	}
+	if a.Important != b.Important {
+		return a.Important
+	}
+	if ra, rb := priorityRank(a.Priority), priorityRank(b.Priority); ra != rb {
+		return ra < rb
+	}
+	return u.created[a.Name] > u.created[b.Name]
 }
 
 // better reports whether a is preferred to b as the candidate of a name:
@@ -120,13 +233,13 @@ func better(a, b *cand) bool {
 	return version.Compare(a.ver, b.ver) > 0
 }
 
-// priorityRank orders providers of a virtual package as apt prefers
-// them: essential and higher Priority first.
-func priorityRank(p *apt.Package) int {
-	if p.Essential {
+// priorityRank is apt's number for a Priority, lower preferred. A
+// package without the field ranks first, as apt has it; an unknown
+// word ranks as "extra".
+func priorityRank(prio string) int {
+	switch strings.ToLower(prio) {
+	case "":
 		return 0
-	}
-	switch p.Priority {
 	case "required":
 		return 1
 	case "important":
@@ -139,45 +252,61 @@ func priorityRank(p *apt.Package) int {
 	return 5
 }
 
+// relations parses one relationship field of c's package.
+func (c *cand) relations(field, s string) ([]dependency.Relation, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	d, err := dependency.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c.pkg.ID(), field, err)
+	}
+	return d.Relations, nil
+}
+
+// parseProvides parses Provides alone, which indexing needs of every
+// package that has the field.
+func (c *cand) parseProvides() error {
+	if c.provides != nil || c.pkg.Provides == "" {
+		return nil
+	}
+	prov, err := c.relations("Provides", c.pkg.Provides)
+	if err != nil {
+		return err
+	}
+	c.provides = []dependency.Possibility{}
+	for _, r := range prov {
+		c.provides = append(c.provides, r.Possibilities...)
+	}
+	return nil
+}
+
+// parse parses the rest, for a package the resolution visits.
 func (c *cand) parse() error {
 	if c.parsed {
 		return nil
 	}
-	p := c.pkg
-	rel := func(field, s string) ([]dependency.Relation, error) {
-		if strings.TrimSpace(s) == "" {
-			return nil, nil
-		}
-		d, err := dependency.Parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", p.ID(), field, err)
-		}
-		return d.Relations, nil
+	if err := c.parseProvides(); err != nil {
+		return err
 	}
-	pre, err := rel("Pre-Depends", p.PreDepends)
+	p := c.pkg
+	pre, err := c.relations("Pre-Depends", p.PreDepends)
 	if err != nil {
 		return err
 	}
-	dep, err := rel("Depends", p.Depends)
+	dep, err := c.relations("Depends", p.Depends)
 	if err != nil {
 		return err
 	}
 	c.deps = append(pre, dep...)
 	for _, f := range []struct{ name, val string }{{"Conflicts", p.Conflicts}, {"Breaks", p.Breaks}} {
-		rs, err := rel(f.name, f.val)
+		rs, err := c.relations(f.name, f.val)
 		if err != nil {
 			return err
 		}
 		for _, r := range rs {
 			c.conflicts = append(c.conflicts, r.Possibilities...)
 		}
-	}
-	prov, err := rel("Provides", p.Provides)
-	if err != nil {
-		return err
-	}
-	for _, r := range prov {
-		c.provides = append(c.provides, r.Possibilities...)
 	}
 	c.parsed = true
 	return nil
@@ -220,6 +349,9 @@ func (e *Error) Error() string {
 // maxSteps bounds backtracking: Debian resolves in a few thousand.
 const maxSteps = 200000
 
+// errTangled ends a resolution that took over maxSteps.
+var errTangled = errors.New("the dependencies are too tangled to resolve")
+
 type solver struct {
 	u        *Universe
 	selected map[string]*cand
@@ -231,7 +363,9 @@ type solver struct {
 }
 
 // Resolve returns the packages to install for the requested names,
-// sorted by name, or an *Error naming the chain that fails.
+// sorted by name, or an *Error naming the chain that fails. The
+// requests are taken in name order, as apt-get install would take them
+// so named on its command line.
 func Resolve(u *Universe, want []string) ([]*apt.Package, error) {
 	s := &solver{u: u, selected: map[string]*cand{}, providedBy: map[string][]provider{}}
 	want = append([]string(nil), want...)
@@ -255,7 +389,7 @@ func Resolve(u *Universe, want []string) ([]*apt.Package, error) {
 		roots = append(roots, c)
 	}
 	for _, c := range roots {
-		if err := s.deps(c, []string{c.pkg.Name}); err != nil {
+		if err := s.install(c, []string{c.pkg.Name}); err != nil {
 			return nil, err
 		}
 	}
@@ -286,6 +420,7 @@ func (s *solver) top(name string) (*cand, error) {
 		for _, p := range ps {
 			names = append(names, p.c.pkg.Name)
 		}
+		sort.Strings(names)
 		return nil, &Error{Chain: []string{name}, Reason: "a virtual package provided by " + strings.Join(names, ", ") + "; name one of them"}
 	}
 }
@@ -414,100 +549,68 @@ func (s *solver) options(r dependency.Relation) (opts []*cand, why string) {
 	return opts, strings.Join(reasons, "; ")
 }
 
-// blame is a failure below a choice made at this level, so that the
-// level can try the next option for that relation.
-type blame struct {
-	rel, opt int
-	err      error
-}
-
-func (b *blame) Error() string { return b.err.Error() }
-
-// deps installs c's dependencies, trying other options when one leads
-// to a failure further down.
-func (s *solver) deps(c *cand, chain []string) error {
+// install satisfies the dependencies of c, which is marked, in order;
+// each choice has its own dependencies installed before the next
+// relation is looked at, as apt's MarkInstall does.
+func (s *solver) install(c *cand, chain []string) error {
 	if err := c.parse(); err != nil {
 		return err
 	}
-	excluded := map[[2]int]bool{}
-	for {
+	for _, r := range c.deps {
+		s.steps++
+		if s.steps > maxSteps {
+			return fmt.Errorf("%s: %w (over %d steps)", strings.Join(chain, " → "), errTangled, maxSteps)
+		}
+		if s.satisfied(r) {
+			continue
+		}
+		if err := s.satisfy(r, append(chain[:len(chain):len(chain)], relString(r))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// satisfy tries r's options in order until one installs with all its
+// dependencies; what a failed option installed is undone before the
+// next is tried.
+func (s *solver) satisfy(r dependency.Relation, chain []string) error {
+	opts, why := s.options(r)
+	var conflicts []string
+	var below error
+	for _, o := range opts {
+		if s.selected[o.pkg.Name] != nil {
+			// A guard: one version per name, so a chosen option
+			// would satisfy r already.
+			continue
+		}
+		if err := s.conflict(o); err != nil {
+			conflicts = append(conflicts, err.Error())
+			continue
+		}
 		start := len(s.undo)
-		err := s.tryDeps(c, chain, excluded)
+		s.mark(o)
+		err := s.install(o, chain)
 		if err == nil {
 			return nil
 		}
 		s.rollback(start)
-		var b *blame
-		if !errors.As(err, &b) {
+		if errors.Is(err, errTangled) {
 			return err
 		}
-		excluded[[2]int{b.rel, b.opt}] = true
-		if s.steps > maxSteps {
-			return fmt.Errorf("%s: the dependencies are too tangled to resolve (over %d steps)", strings.Join(chain, " → "), maxSteps)
-		}
-		// If the failing relation has no option left, report the
-		// failure below it rather than "nothing left".
-		opts, _ := s.options(c.deps[b.rel])
-		left := false
-		for j, o := range opts {
-			if !excluded[[2]int{b.rel, j}] && s.selected[o.pkg.Name] == nil {
-				left = true
-			}
-		}
-		if !left {
-			return b.err
-		}
+		below = err
 	}
-}
-
-type pick struct {
-	rel, opt int
-	c        *cand
-}
-
-func (s *solver) tryDeps(c *cand, chain []string, excluded map[[2]int]bool) error {
-	var picks []pick
-	for i, r := range c.deps {
-		s.steps++
-		if s.satisfied(r) {
-			continue
-		}
-		opts, why := s.options(r)
-		chosen := false
-		var conflicts []string
-		for j, o := range opts {
-			if excluded[[2]int{i, j}] {
-				continue
-			}
-			if s.selected[o.pkg.Name] != nil {
-				// Another version is chosen and does not fit.
-				continue
-			}
-			if err := s.conflict(o); err != nil {
-				conflicts = append(conflicts, err.Error())
-				continue
-			}
-			s.mark(o)
-			picks = append(picks, pick{rel: i, opt: j, c: o})
-			chosen = true
-			break
-		}
-		if !chosen {
-			reason := why
-			if len(conflicts) > 0 {
-				reason = strings.Join(conflicts, "; ")
-			} else if reason == "" {
-				reason = "every alternative was tried and fails further down"
-			}
-			return &Error{Chain: append(append([]string{}, chain...), relString(r)), Reason: reason}
-		}
+	if below != nil {
+		// The last option failed further down: say where.
+		return below
 	}
-	for _, p := range picks {
-		if err := s.deps(p.c, append(append([]string{}, chain...), relString(c.deps[p.rel]))); err != nil {
-			return &blame{rel: p.rel, opt: p.opt, err: err}
-		}
+	reason := why
+	if len(conflicts) > 0 {
+		reason = strings.Join(conflicts, "; ")
+	} else if reason == "" {
+		reason = "every alternative was tried and fails further down"
 	}
-	return nil
+	return &Error{Chain: chain, Reason: reason}
 }
 
 func relString(r dependency.Relation) string {

@@ -32,6 +32,12 @@ func pkgs(lines ...string) []*apt.Package {
 				p.Breaks = v
 			case "Priority":
 				p.Priority = v
+			case "Suggests":
+				p.Suggests = v
+			case "Essential":
+				p.Essential = v == "yes"
+			case "Important":
+				p.Important = v == "yes"
 			case "Arch":
 				p.Architecture = v
 			}
@@ -68,9 +74,21 @@ func TestResolve(t *testing.T) {
 		{name: "pre-depends and depends", universe: []string{"a 1 ; Pre-Depends: b ; Depends: c (>= 2)", "b 1", "c 2"}, want: []string{"a"}, got: "a=1 b=1 c=2"},
 		{name: "first installable alternative", universe: []string{"a 1 ; Depends: x | c | b", "b 1", "c 1"}, want: []string{"a"}, got: "a=1 c=1"},
 		{name: "alternative already chosen", universe: []string{"a 1 ; Depends: c | b", "b 1", "c 1"}, want: []string{"a", "b"}, got: "a=1 b=1"},
-		{name: "sibling satisfies an alternative", universe: []string{"a 1 ; Depends: b, c | d", "b 1 ; Depends: d", "c 1", "d 1"}, want: []string{"a"}, got: "a=1 b=1 c=1 d=1"},
+		// apt installs b and b's dependencies before it looks at c | d.
+		{name: "sibling satisfies an alternative", universe: []string{"a 1 ; Depends: b, c | d", "b 1 ; Depends: d", "c 1", "d 1"}, want: []string{"a"}, got: "a=1 b=1 d=1"},
+		{name: "depth first two levels down", universe: []string{"a 1 ; Depends: b, c | e", "b 1 ; Depends: d", "d 1 ; Depends: e", "c 1", "e 1"}, want: []string{"a"}, got: "a=1 b=1 d=1 e=1"},
+		{name: "an earlier sibling's choice stands", universe: []string{"a 1 ; Depends: c | d, b", "b 1 ; Depends: d", "c 1", "d 1"}, want: []string{"a"}, got: "a=1 b=1 c=1 d=1"},
 		{name: "versioned constraint skips an alternative", universe: []string{"a 1 ; Depends: b (>= 2) | c", "b 1", "c 1"}, want: []string{"a"}, got: "a=1 c=1"},
-		{name: "virtual through provides", universe: []string{"a 1 ; Depends: mta", "z-mta 1 ; Provides: mta", "b-mta 1 ; Provides: mta ; Priority: important"}, want: []string{"a"}, got: "a=1 b-mta=1"},
+		{name: "virtual through provides", universe: []string{"a 1 ; Depends: mta", "z-mta 1 ; Provides: mta ; Priority: optional", "b-mta 1 ; Provides: mta ; Priority: important"}, want: []string{"a"}, got: "a=1 b-mta=1"},
+		{name: "provider tie: the last created", universe: []string{"aa 1 ; Provides: v", "zz 1 ; Provides: v", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 zz=1"},
+		{name: "provider tie: the last created, reversed", universe: []string{"zz 1 ; Provides: v", "aa 1 ; Provides: v", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 aa=1"},
+		{name: "provider tie: created where first named", universe: []string{"e 1 ; Suggests: aa", "zz 1 ; Provides: v", "aa 1 ; Provides: v", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 zz=1"},
+		{name: "provider tie: an other-architecture mention is another package", universe: []string{"e 1 ; Suggests: aa:amd64, aa:any", "zz 1 ; Provides: v", "aa 1 ; Provides: v", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 aa=1"},
+		{name: "provider: essential first", universe: []string{"zz 1 ; Provides: v ; Priority: required", "aa 1 ; Provides: v ; Priority: optional ; Essential: yes", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 aa=1"},
+		{name: "provider: important before priority", universe: []string{"zz 1 ; Provides: v ; Priority: required", "aa 1 ; Provides: v ; Priority: optional ; Important: yes", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 aa=1"},
+		{name: "provider: no priority before required", universe: []string{"zz 1 ; Provides: v ; Priority: required", "aa 1 ; Provides: v", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 aa=1"},
+		{name: "real package before providers", universe: []string{"p 1 ; Provides: v ; Priority: required", "v 1 ; Priority: optional", "a 1 ; Depends: v"}, want: []string{"a"}, got: "a=1 v=1"},
+		{name: "requests in name order", universe: []string{"y 1 ; Depends: q", "x 1 ; Depends: p | q", "p 1", "q 1"}, want: []string{"y", "x"}, got: "p=1 q=1 x=1 y=1"},
 		{name: "versioned provides", universe: []string{"a 1 ; Depends: v (>= 2)", "old 1 ; Provides: v", "new 1 ; Provides: v (= 2.5)"}, want: []string{"a"}, got: "a=1 new=1"},
 		{name: "only provider of a requested virtual", universe: []string{"p 1 ; Provides: v"}, want: []string{"v"}, got: "p=1"},
 		{name: "conflict skips an alternative", universe: []string{"a 1 ; Depends: b | c", "b 1 ; Conflicts: d", "c 1", "d 1"}, want: []string{"a", "d"}, got: "a=1 c=1 d=1"},
@@ -99,20 +117,20 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-// TestDeterministic: the order of the index and of the request does not
-// matter.
+// TestDeterministic: the same index gives the same set every time,
+// whatever the order of the request; the index's order decides ties
+// between providers only, as apt's (see "provider tie" in TestResolve).
 func TestDeterministic(t *testing.T) {
-	u := []string{"a 1 ; Depends: v", "p 1 ; Provides: v", "q 1 ; Provides: v", "b 1 ; Depends: p | q"}
-	first, err := resolve(t, pkgs(u...), "a", "b")
+	u := pkgs("a 1 ; Depends: v", "p 1 ; Provides: v", "q 1 ; Provides: v", "b 1 ; Depends: p | q", "c 1 ; Depends: b, v")
+	first, err := resolve(t, u, "a", "b", "c")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev := pkgs(u...)
-	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
-		rev[i], rev[j] = rev[j], rev[i]
+	if first != "a=1 b=1 c=1 q=1" {
+		t.Fatalf("%q; want a's v to be q, created after p", first)
 	}
 	for range 20 {
-		got, err := resolve(t, rev, "b", "a")
+		got, err := resolve(t, u, "c", "b", "a")
 		if err != nil || got != first {
 			t.Fatalf("%q, %v; want %q every time", got, err, first)
 		}
@@ -126,5 +144,24 @@ func TestPriorityWins(t *testing.T) {
 	got, err := resolve(t, ps, "a")
 	if err != nil || got != "a=2.0" {
 		t.Errorf("%q, %v; want the higher priority source's a=2.0", got, err)
+	}
+}
+
+// TestMentions: the names a relationship field gives apt's cache, in
+// order.
+func TestMentions(t *testing.T) {
+	for field, want := range map[string]string{
+		"":                                   "",
+		"libc6 (>= 2.38), libssl3t64 (>= 3)": "libc6 libssl3t64",
+		"a | b (<< 1:2.0) | c":               "a b c",
+		"python3:any, perl:arm64, x:amd64, y:native (>= 1)": "perl y",
+		"a [amd64] <!nocheck>,\n b":                         "a b",
+		" a (= 1.0) ,  , b":                                 "a b",
+	} {
+		var got []string
+		mentions(field, "arm64", func(n string) { got = append(got, n) })
+		if strings.Join(got, " ") != want {
+			t.Errorf("mentions(%q) = %q; want %q", field, got, want)
+		}
 	}
 }

@@ -125,7 +125,10 @@ func (l *Lock) WriteFile(path string) error {
 }
 
 // Universe fetches and verifies every source's Release and indexes and
-// indexes the packages they offer for the request's architecture.
+// indexes the packages they offer for the request's architecture, in
+// the order of the sources and of their components, which decides ties
+// between providers as apt's sources.list order does (see package
+// resolve).
 func Universe(ctx context.Context, c *apt.Client, req *Request) (*resolve.Universe, map[string]string, error) {
 	if len(req.Sources) == 0 {
 		return nil, nil, errors.New("no apt sources; name at least one in the spec's os block")
@@ -155,6 +158,12 @@ func Plan(ctx context.Context, c *apt.Client, req *Request) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
+	return plan(u, signers, req)
+}
+
+// plan resolves the request over indexed sources; signers names the
+// key that signed each source's Release.
+func plan(u *resolve.Universe, signers map[string]string, req *Request) (*Lock, error) {
 	base := u.Required()
 	want := append(append([]string{}, base...), req.Packages...)
 	pkgs, err := resolve.Resolve(u, want)
