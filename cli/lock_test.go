@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,5 +142,32 @@ func TestDemoLockFits(t *testing.T) {
 	code, out, errs := run(t, nil, "lock", "--check", "../examples/demo.hcl")
 	if code != 0 {
 		t.Errorf("exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestPlanListsTheLockedRequest: plan --json lists exactly the packages
+// the lock requests on top of the base set (the board's kernel among
+// them), so what a user reads in the plan is what the image gets.
+func TestPlanListsTheLockedRequest(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errs := run(t, []string{"HOME=/nonexistent", "APPLIANCE_VAR_wifi_psk=plan-lock-test-psk"}, "plan", "--json", "--dry-run", "--state", filepath.Join(dir, "state"), "../examples/demo.hcl")
+	if code != 0 {
+		t.Fatalf("plan: exit %d\n%s", code, errs)
+	}
+	var plan struct {
+		Gateway struct{ Packages []string }
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := rootfs.ReadLock("../examples/demo.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(plan.Gateway.Packages, " "), strings.Join(lock.Requested, " "); got != want {
+		t.Errorf("plan lists\n  %s\nthe lock requests\n  %s", got, want)
+	}
+	if !slices.Contains(plan.Gateway.Packages, "linux-image-arm64") {
+		t.Errorf("plan does not list the board's kernel: %v", plan.Gateway.Packages)
 	}
 }

@@ -60,8 +60,9 @@ func runVM(ctx context.Context, e *Env, args []string) error {
 	}
 	fmt.Fprintf(e.Stderr, "appliance vm: booting %s, gateway %s%s\n", out, m.Info.Hostname, slow)
 	fmt.Fprintf(e.Stderr, "  ssh      ssh -p %d %s@127.0.0.1   (appliance's deploy key is in the site's state, ssh/deploy_ed25519)\n", m.SSHPort, m.Info.Admin)
-	fmt.Fprintf(e.Stderr, "  mqtt     127.0.0.1:%d (mutual TLS)\n", m.MQTTPort)
-	fmt.Fprintf(e.Stderr, "  https    https://127.0.0.1:%d/\n", m.HTTPSPort)
+	for _, f := range m.Forwards {
+		fmt.Fprintf(e.Stderr, "  port %-5d 127.0.0.1:%d (%s)\n", f.Port, f.HostPort, f.Purpose)
+	}
 	fmt.Fprintf(e.Stderr, "  console  %s\n", m.ConsoleLog)
 	fmt.Fprintf(e.Stderr, "Ctrl-C powers the gateway off.\n")
 

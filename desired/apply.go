@@ -16,6 +16,13 @@ type (
 	Symlink = modules.Symlink
 )
 
+// Listener is a port the gateway listens on; Network ones are reachable
+// from outside, through the firewall.
+type Listener = modules.Listener
+
+// Network binds a listener to every interface.
+const Network = modules.Network
+
 // User and Group are accounts the gateway needs, with fixed IDs.
 type (
 	User  = modules.User

@@ -12,9 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/appliance/appliance/images/boards"
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/internal/testenv"
+	"github.com/appliance/appliance/spec"
 )
 
 // piKernel is the Raspberry Pi kernels' version in the fixture archive.
@@ -82,6 +84,41 @@ func piArchive(t *testing.T) (url, keyring string) {
 	return srv.URL, keyring
 }
 
+// piCases are the Raspberry Pi boards TestPiImages builds.
+var piCases = []struct {
+	board, flavour, kernel, soc, other string
+	firmware                           []string
+}{
+	{"rpi5", "2712", "kernel_2712.img", "bcm2712", "bcm2711", nil},
+	{"rpi4", "v8", "kernel8.img", "bcm2711", "bcm2712", []string{"start4.elf", "fixup4.dat"}},
+}
+
+// TestEveryBoardIsBuilt: every board the spec accepts has a boot layout
+// and is built by an image test here (TestDemoImage builds qemu-arm64,
+// TestPiImages the Raspberry Pis).
+func TestEveryBoardIsBuilt(t *testing.T) {
+	built := map[string]bool{"qemu-arm64": true}
+	for _, c := range piCases {
+		built[c.board] = true
+	}
+	for id, b := range spec.Boards {
+		if !built[id] {
+			t.Errorf("board %s is accepted by the spec but no image test builds it", id)
+		}
+		if !slices.Contains(boards.Layouts, b.Boot) {
+			t.Errorf("board %s: boot layout %q is not one images/boards fills", id, b.Boot)
+		}
+		if b.ID != id || b.Arch == "" || len(b.Packages) == 0 || b.Console == "" || b.BootSize == 0 || b.KernelFlavour == "" {
+			t.Errorf("board %s is incomplete in the catalogue: %+v", id, b)
+		}
+	}
+	for id := range built {
+		if spec.Boards[id] == nil {
+			t.Errorf("the image tests build %s, which the spec does not accept", id)
+		}
+	}
+}
+
 // TestPiImages builds Raspberry Pi 5 and 4 gateways from Debian's archive
 // and the fixture archive and reads back the boot partition: the kernel
 // under the name the firmware loads, the SoC's device trees and no other,
@@ -93,13 +130,7 @@ func TestPiImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct {
-		board, flavour, kernel, soc, other string
-		firmware                           []string
-	}{
-		{"rpi5", "2712", "kernel_2712.img", "bcm2712", "bcm2711", nil},
-		{"rpi4", "v8", "kernel8.img", "bcm2711", "bcm2712", []string{"start4.elf", "fixup4.dat"}},
-	} {
+	for _, c := range piCases {
 		t.Run(c.board, func(t *testing.T) {
 			dir := t.TempDir()
 			specPath := filepath.Join(dir, "pi.hcl")

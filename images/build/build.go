@@ -33,6 +33,7 @@ import (
 	"github.com/appliance/appliance/images/initramfs"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/tree"
+	"github.com/appliance/appliance/outputs"
 	"github.com/appliance/appliance/state"
 )
 
@@ -105,7 +106,12 @@ type builder struct {
 func Build(ctx context.Context, opt Options) (*Result, error) {
 	start := time.Now()
 	g := opt.Gateway
-	b := &builder{opt: opt, board: g.Board, info: &Info{Site: g.Name, Board: g.Board.ID, Hostname: g.Hostname, Admin: g.Admin, Appliance: opt.Version}}
+	b := &builder{opt: opt, board: g.Board, info: &Info{Site: g.Name, Board: g.Board.ID, Hostname: g.Hostname, Admin: g.Admin, Appliance: opt.Version, Listeners: []outputs.Listener{}}}
+	for _, l := range g.Listeners {
+		if l.Bind == desired.Network {
+			b.info.Listeners = append(b.info.Listeners, outputs.Listener{Port: l.Port, Proto: l.Proto, Setting: l.Setting, Purpose: l.Purpose})
+		}
+	}
 	keep := []kept{{"spec", opt.SpecPath}, {"lock", opt.LockPath}}
 	if opt.State != nil {
 		keep = append(keep, kept{"site's state", opt.State.Dir})

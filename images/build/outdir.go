@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/appliance/appliance/outputs"
 )
 
 // MarkerName is the file that marks a folder as a build's output. A build
 // replaces its output folder whole, so it replaces only a folder that a
 // build made, and never one that holds what the build reads.
-const MarkerName = ".appliance-output"
+const MarkerName = outputs.MarkerName
 
 const markerText = "This folder is an appliance build output: appliance build replaces it whole.\n"
 

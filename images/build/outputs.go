@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,71 +20,27 @@ import (
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/images/sbom"
 	"github.com/appliance/appliance/images/zst"
+	"github.com/appliance/appliance/outputs"
 )
 
-// Output files in out/<site>/.
+// The output folder's names and build-info.json are package outputs'.
 const (
-	ImageName = "gateway.img"
-	InfoName  = "build-info.json"
-	SumsName  = "SHA256SUMS"
-	SBOMName  = "sbom.cdx.json"
+	ImageName = outputs.ImageName
+	InfoName  = outputs.InfoName
+	SumsName  = outputs.SumsName
+	SBOMName  = outputs.SBOMName
 )
 
-// Info is build-info.json: what went into the image and how long each
-// step took.
-type Info struct {
-	Site      string `json:"site"`
-	Board     string `json:"board"`
-	Hostname  string `json:"hostname"`
-	Admin     string `json:"admin"`
-	Appliance string `json:"appliance"`
-	Go        string `json:"go"`
-	// Key hashes every input; an unchanged key means nothing to rebuild.
-	Key              string   `json:"key"`
-	Lock             string   `json:"lock"`
-	Packages         int      `json:"packages"`
-	Kernel           string   `json:"kernel"`
-	Cmdline          string   `json:"cmdline"`
-	DiskID           string   `json:"disk_id"`
-	InitramfsModules int      `json:"initramfs_modules,omitempty"`
-	SourceDateEpoch  *int64   `json:"source_date_epoch,omitempty"`
-	Outputs          []Output `json:"outputs"`
-	Timings          []Timing `json:"timings"`
-	Seconds          float64  `json:"seconds"`
-}
+// Info is build-info.json (see package outputs).
+type (
+	Info   = outputs.Info
+	Output = outputs.Output
+	Timing = outputs.Timing
+)
 
-// Output is one file the build wrote.
-type Output struct {
-	Name   string `json:"name"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-}
+func readInfo(dir string) (*Info, error) { return outputs.ReadInfo(dir) }
 
-// Timing is one step's wall time.
-type Timing struct {
-	Step    string  `json:"step"`
-	Seconds float64 `json:"seconds"`
-}
-
-// ReadInfo reads the build-info.json of an output folder.
-func ReadInfo(dir string) (*Info, error) { return readInfo(dir) }
-
-func readInfo(dir string) (*Info, error) {
-	b, err := os.ReadFile(filepath.Join(dir, InfoName))
-	if err != nil {
-		return nil, err
-	}
-	var i Info
-	return &i, json.Unmarshal(b, &i)
-}
-
-func writeInfo(dir string, i *Info) error {
-	b, err := json.MarshalIndent(i, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, InfoName), append(b, '\n'), 0o644)
-}
+func writeInfo(dir string, i *Info) error { return outputs.WriteInfo(dir, i) }
 
 // outputsIntact checks that the outputs a build recorded are all there,
 // with their sizes: a rebuild may then be skipped.

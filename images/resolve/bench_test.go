@@ -28,7 +28,7 @@ func demoIndexes(b *testing.B) (*rootfs.Request, []*apt.Package) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	req, err := rootfs.FromSite(site, gw.Packages())
+	req, err := gw.Request()
 	if err != nil {
 		b.Fatal(err)
 	}

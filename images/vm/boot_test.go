@@ -34,8 +34,22 @@ func TestBootDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), firstBootDeadline+10*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	opt, st := buildtest.Options(t, "../../examples/demo.hcl")
-	site, gw := opt.Site, opt.Gateway
+	// The demo with MQTT on another port than the default: the VM must
+	// forward the port the spec chose (build-info.json records it).
+	specDir := filepath.Join(dir, "site")
+	os.MkdirAll(specDir, 0o755)
+	demo, err := os.ReadFile("../../examples/demo.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.ReadFile("../../examples/demo.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(specDir, "demo.hcl"), append(demo, []byte("\nmqtt {\n  port = 8884\n}\n")...), 0o644)
+	os.WriteFile(filepath.Join(specDir, "demo.lock"), lock, 0o644)
+	opt, st := buildtest.Options(t, filepath.Join(specDir, "demo.hcl"))
+	gw := opt.Gateway
 	out := filepath.Join(dir, "out", "demo")
 	os.MkdirAll(filepath.Dir(out), 0o755)
 	var log bytes.Buffer
@@ -48,6 +62,9 @@ func TestBootDemo(t *testing.T) {
 	m, err := vm.Start(ctx, vm.Options{Out: out, DiskSize: 4 << 30})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if l := m.Info.Listener("mqtt.port"); l == nil || l.Port != 8884 {
+		t.Fatalf("build-info.json records MQTT as %+v; want port 8884", l)
 	}
 	defer m.Stop(time.Minute)
 	console := func() string {
@@ -73,7 +90,7 @@ func TestBootDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &ssh.ClientConfig{User: site.Gateway.Admin.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+	cfg := &ssh.ClientConfig{User: gw.Admin, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.FixedHostKey(host), HostKeyAlgorithms: []string{ssh.KeyAlgoED25519}, Timeout: 20 * time.Second}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(m.SSHPort))
 	connect := func(within time.Duration) *ssh.Client {
@@ -132,7 +149,7 @@ func TestBootDemo(t *testing.T) {
 	t.Logf("%s", timing)
 
 	// Every unit and port the modules name as a health check.
-	for _, chk := range gw.Modules.Checks() {
+	for _, chk := range gw.Checks {
 		switch chk.Kind {
 		case "unit":
 			if out, err := run(c, "systemctl is-active "+chk.Unit); err != nil || out != "active" {
@@ -154,7 +171,7 @@ func TestBootDemo(t *testing.T) {
 	pair, _ := tls.X509KeyPair(crt, keyPEM)
 	for name, port := range map[string]int{"mqtt": m.MQTTPort, "https": m.HTTPSPort} {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 20 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-			&tls.Config{RootCAs: pool, ServerName: site.Gateway.Hostname, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+			&tls.Config{RootCAs: pool, ServerName: gw.Hostname, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			t.Errorf("%s over TLS: %v", name, err)
 			continue

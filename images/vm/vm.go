@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/sparse"
+	"github.com/appliance/appliance/outputs"
 )
 
 // Options say which build to boot and how.
@@ -33,8 +33,9 @@ type Options struct {
 	DiskSize int64
 	// Fresh starts from the built image again, dropping the working disk.
 	Fresh bool
-	// Host ports forwarded to the gateway's SSH, MQTT and HTTPS; 0 picks
-	// a free port.
+	// Host ports forwarded to the gateway's SSH, MQTT and HTTPS, whatever
+	// ports the spec gave them; 0 picks a free port. The gateway's other
+	// TCP listeners get free ports.
 	SSHPort, MQTTPort, HTTPSPort int
 	// Memory in MiB (2048 when 0) and CPUs (up to 4 of the host's).
 	Memory, CPUs int
@@ -44,8 +45,11 @@ type Options struct {
 
 // VM is a running gateway.
 type VM struct {
-	Info                         *build.Info
+	Info *outputs.Info
+	// SSHPort, MQTTPort and HTTPSPort are the host ports of the gateway's
+	// SSH, MQTT and HTTPS; Forwards every forwarded listener.
 	SSHPort, MQTTPort, HTTPSPort int
+	Forwards                     []Forward
 	Accel                        string
 	ConsoleLog                   string
 	cmd                          *exec.Cmd
@@ -55,9 +59,15 @@ type VM struct {
 	err  error
 }
 
+// Forward is a gateway listener reachable on a loopback port of the host.
+type Forward struct {
+	outputs.Listener
+	HostPort int
+}
+
 // Start boots the build in out.
 func Start(ctx context.Context, opt Options) (*VM, error) {
-	info, err := build.ReadInfo(opt.Out)
+	info, err := outputs.ReadInfo(opt.Out)
 	if err != nil {
 		return nil, fmt.Errorf("%s holds no build (%v); run appliance build first", opt.Out, err)
 	}
@@ -72,7 +82,7 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 		return nil, err
 	}
 	disk := filepath.Join(work, "disk.img")
-	img := filepath.Join(opt.Out, build.ImageName)
+	img := filepath.Join(opt.Out, outputs.ImageName)
 	size := opt.DiskSize
 	if size == 0 {
 		size = 8 << 30
@@ -89,16 +99,9 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 		}
 	}
 	v := &VM{Info: info, done: make(chan struct{}), ConsoleLog: filepath.Join(work, "console.log"), qmp: filepath.Join(work, "qmp.sock")}
-	for _, p := range []struct {
-		dst *int
-		src int
-	}{{&v.SSHPort, opt.SSHPort}, {&v.MQTTPort, opt.MQTTPort}, {&v.HTTPSPort, opt.HTTPSPort}} {
-		*p.dst = p.src
-		if *p.dst == 0 {
-			if *p.dst, err = freePort(); err != nil {
-				return nil, err
-			}
-		}
+	hostfwd, err := v.forward(info, opt)
+	if err != nil {
+		return nil, err
 	}
 	cmdline, err := os.ReadFile(filepath.Join(opt.Out, "boot", "cmdline.txt"))
 	if err != nil {
@@ -129,7 +132,7 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 		"-append", strings.TrimSpace(string(cmdline)),
 		"-drive", "file=" + disk + ",format=raw,if=none,id=disk0,cache=unsafe",
 		"-device", "virtio-blk-pci,drive=disk0",
-		"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:8883,hostfwd=tcp:127.0.0.1:%d-:443", v.SSHPort, v.MQTTPort, v.HTTPSPort),
+		"-netdev", "user,id=net0" + hostfwd,
 		// A kernel booted directly needs no network boot ROM, and without
 		// romfile= QEMU refuses to start where ipxe-qemu (a Recommends of
 		// qemu-system-arm) is not installed.
@@ -161,6 +164,40 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 		close(v.done)
 	}()
 	return v, nil
+}
+
+// forward chooses a host port for every TCP listener the gateway serves
+// on its network, as build-info.json records them, and returns QEMU's
+// hostfwd options.
+func (v *VM) forward(info *outputs.Info, opt Options) (string, error) {
+	chosen := map[string]int{"ssh.port": opt.SSHPort, "mqtt.port": opt.MQTTPort, "https.port": opt.HTTPSPort}
+	var fwd strings.Builder
+	for _, l := range info.Listeners {
+		if l.Proto != "tcp" {
+			continue
+		}
+		port := chosen[l.Setting]
+		if port == 0 {
+			var err error
+			if port, err = freePort(); err != nil {
+				return "", err
+			}
+		}
+		switch l.Setting {
+		case "ssh.port":
+			v.SSHPort = port
+		case "mqtt.port":
+			v.MQTTPort = port
+		case "https.port":
+			v.HTTPSPort = port
+		}
+		v.Forwards = append(v.Forwards, Forward{Listener: l, HostPort: port})
+		fmt.Fprintf(&fwd, ",hostfwd=tcp:127.0.0.1:%d-:%d", port, l.Port)
+	}
+	if v.SSHPort == 0 {
+		return "", fmt.Errorf("%s records no SSH listener; rebuild it with this appliance", outputs.InfoName)
+	}
+	return fwd.String(), nil
 }
 
 // needsCopy reports whether the working disk is missing or older than

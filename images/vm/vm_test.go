@@ -18,7 +18,8 @@ import (
 func fakeBuild(t *testing.T) string {
 	t.Helper()
 	out := t.TempDir()
-	info, _ := json.Marshal(map[string]any{"site": "t", "board": "qemu-arm64", "hostname": "t-gw", "admin": "ops"})
+	info, _ := json.Marshal(map[string]any{"site": "t", "board": "qemu-arm64", "hostname": "t-gw", "admin": "ops",
+		"listeners": []map[string]any{{"port": 22, "proto": "tcp", "setting": "ssh.port", "purpose": "SSH"}}})
 	files := map[string]string{
 		"build-info.json":  string(info),
 		"boot/initrd.img":  "not an initramfs",
