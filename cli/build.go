@@ -13,6 +13,7 @@ import (
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/gobin"
 	"github.com/appliance/appliance/images/rootfs"
+	"github.com/appliance/appliance/outputs"
 	"github.com/appliance/appliance/state"
 )
 
@@ -106,6 +107,32 @@ func runBuild(ctx context.Context, e *Env, args []string) error {
 	} else {
 		fmt.Fprintf(e.Stdout, "%s: up to date\n", outDir)
 	}
-	fmt.Fprintf(e.Stdout, "nodes: their firmware bundles are not built yet\n")
+	printNodes(e, outDir, r.Info)
 	return nil
+}
+
+// printNodes says what the nodes got: a line for their bundles, and one
+// per firmware that has no app image yet, with the command that builds
+// it.
+func printNodes(e *Env, outDir string, info *build.Info) {
+	if len(info.Nodes) == 0 {
+		return
+	}
+	noApp := map[string][]string{}
+	var order []string
+	chip := map[string]string{}
+	for _, n := range info.Nodes {
+		if !n.App {
+			if _, ok := noApp[n.Firmware]; !ok {
+				order = append(order, n.Firmware)
+			}
+			noApp[n.Firmware] = append(noApp[n.Firmware], n.Name)
+			chip[n.Firmware] = n.Chip
+		}
+	}
+	fmt.Fprintf(e.Stdout, "%s: %d node %s (%s)\n", filepath.Join(outDir, outputs.NodesDir), len(info.Nodes), plural(len(info.Nodes), "bundle", "bundles"), "flash with esptool write_flash @flash_args in each node's folder")
+	for _, fw := range order {
+		fmt.Fprintf(e.Stdout, "nodes: firmware %q names no app image, so %d %s hold the identity only; build the app with `idf.py set-target %s && idf.py build` in firmware/sensor and set firmware %q's image\n",
+			fw, len(noApp[fw]), plural(len(noApp[fw]), "bundle", "bundles"), chip[fw], fw)
+	}
 }

@@ -48,6 +48,18 @@ func TestBuildFlashVM(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, ".appliance-output")); err != nil {
 		t.Errorf("the output is not marked as a build's: %v", err)
 	}
+	// It holds the gateway's and the nodes' keys: for its owner only.
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the output folder's mode: %v %v; want 0700", fi.Mode().Perm(), err)
+	}
+	for _, n := range []string{"bench-1", "bench-2", "bench-3"} {
+		if _, err := os.Stat(filepath.Join(out, "nodes", n, "littlefs.bin")); err != nil {
+			t.Errorf("no identity image for %s: %v", n, err)
+		}
+	}
+	if !strings.Contains(stdout, "names no app image") || !strings.Contains(stdout, "idf.py set-target esp32s3 && idf.py build") {
+		t.Errorf("the build does not say the nodes have no app yet, with the command that builds it:\n%s", stdout)
+	}
 	beside := filepath.Join(dir, "out.old", "keep.txt")
 	os.MkdirAll(filepath.Dir(beside), 0o755)
 	os.WriteFile(beside, []byte("keep"), 0o644)

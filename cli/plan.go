@@ -124,8 +124,16 @@ type nodeView struct {
 	Artifacts []string          `json:"artifacts"`
 }
 
-// nodeArtifacts are what a build makes for every node.
-var nodeArtifacts = []string{"firmware.bin (signed)", "littlefs.bin (identity and settings)", "flash bundle"}
+// nodeArtifacts are what a build makes for every node, in
+// out/SITE/nodes/NODE/ (package outputs); app.bin only when the
+// firmware names an image.
+func nodeArtifacts(fw *spec.Firmware) []string {
+	a := []string{"littlefs.bin (identity and settings)", "partition_table/partition-table.bin", "ota_data_initial.bin", "flasher_args.json", "flash_args", "merged.bin"}
+	if fw != nil && fw.Image != "" {
+		a = append([]string{"app.bin (signed, Secure Boot V2)"}, a...)
+	}
+	return a
+}
 
 func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *planView {
 	s := gw.Site
@@ -163,7 +171,7 @@ func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *pla
 	p.Nodes = []nodeView{}
 	for _, n := range s.Nodes {
 		nv := nodeView{Name: n.Name, Group: n.Group, Firmware: n.Firmware, Sensor: n.Sensor.Type, Pin: n.Sensor.Pin,
-			Interval: spec.FormatDuration(n.Interval), SSID: n.WiFi.SSID, Tags: n.Tags, Artifacts: nodeArtifacts}
+			Interval: spec.FormatDuration(n.Interval), SSID: n.WiFi.SSID, Tags: n.Tags, Artifacts: nodeArtifacts(s.FirmwareByName(n.Firmware))}
 		if fw := s.FirmwareByName(n.Firmware); fw != nil {
 			nv.Version, nv.Chip = fw.Version, fw.Chip
 		}
@@ -265,7 +273,7 @@ func (p *planView) writeText(w io.Writer) {
 	}
 	tw.Flush()
 	if len(p.Nodes) > 0 {
-		fmt.Fprintf(w, "  each node: %s\n", strings.Join(nodeArtifacts, ", "))
+		fmt.Fprintf(w, "  each node, in out/%s/nodes/NODE/: %s\n", p.Site.Name, strings.Join(p.Nodes[0].Artifacts, ", "))
 	}
 	fmt.Fprintln(w)
 

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/modules"
@@ -42,7 +43,7 @@ func demo(t *testing.T) (*desired.Gateway, *state.Store) {
 // filled from the state and the disk identity, and no @@ is left.
 func TestApplyToFolder(t *testing.T) {
 	g, st := demo(t)
-	r, err := g.Resolve(st)
+	r, err := g.Resolve(st, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sort"
+	"time"
 
 	"github.com/appliance/appliance/images/mbr"
 	"github.com/appliance/appliance/keys"
@@ -17,10 +19,19 @@ import (
 // Resolved is the desired gateway with every file's final bytes.
 type Resolved struct {
 	*Gateway
-	// Files are the gateway's files with their bytes, by path.
+	// Files are the gateway's files with their bytes, by path; Dirs its
+	// folders, the OTA tree's among them.
 	Files []File
+	Dirs  []Dir
 	// Disk identifies the gateway's disk.
 	Disk Disk
+	// Firmware and Nodes are the nodes' signed firmware and flash
+	// bundles; the firmware's OTA trees are among Files.
+	Firmware []*Firmware
+	Nodes    []Node
+	// Unflashable are nodes that get no bundle: their certificate was
+	// revoked and not renewed (appliance pki renew makes them a new one).
+	Unflashable []string
 }
 
 // File is a module's file with its final bytes.
@@ -65,9 +76,13 @@ func DiskOf(site string, caCert []byte) Disk {
 var placeholder = regexp.MustCompile(`@@(state|disk):([A-Za-z0-9._/-]+)@@`)
 
 // Resolve reads what the files need from the state: key material and
-// secrets, placeholders in configs, shipped and host keyrings. Build and
-// push install exactly these bytes.
-func (g *Gateway) Resolve(st *state.Store) (*Resolved, error) {
+// secrets, placeholders in configs, shipped and host keyrings; it signs
+// the nodes' firmware, puts its OTA tree among the files and makes every
+// node's bundle. Build and push install exactly these bytes. now dates
+// what is signed (a new OTA manifest lasts the support period from it).
+// Resolve writes nothing: the caller records the releases it published
+// (Firmware[i].Release) in the state.
+func (g *Gateway) Resolve(st *state.Store, now time.Time) (*Resolved, error) {
 	ca, err := st.ReadFile("pki/ca.crt")
 	if err != nil {
 		return nil, err
@@ -80,6 +95,12 @@ func (g *Gateway) Resolve(st *state.Store) (*Resolved, error) {
 		}
 		r.Files = append(r.Files, File{File: f, Data: data})
 	}
+	r.Dirs = append([]Dir(nil), g.Dirs...)
+	if err := r.nodes(st, now); err != nil {
+		return nil, err
+	}
+	sort.SliceStable(r.Files, func(i, j int) bool { return r.Files[i].Path < r.Files[j].Path })
+	sort.SliceStable(r.Dirs, func(i, j int) bool { return r.Dirs[i].Path < r.Dirs[j].Path })
 	return r, nil
 }
 

@@ -15,9 +15,9 @@ import (
 	"github.com/appliance/appliance/firmware/bundle"
 	"github.com/appliance/appliance/firmware/espimage"
 	"github.com/appliance/appliance/firmware/identity"
-	"github.com/appliance/appliance/firmware/internal/fwtest"
 	"github.com/appliance/appliance/firmware/ota"
 	"github.com/appliance/appliance/firmware/secureboot"
+	"github.com/appliance/appliance/internal/fwtest"
 	"github.com/appliance/appliance/pki"
 )
 

@@ -54,7 +54,7 @@ func newGW(t *testing.T, src string) *gw {
 	if res, err := st.Ensure(g.Wants, false); err != nil || res.Errors() {
 		t.Fatalf("state: %v %+v", err, res)
 	}
-	r, err := g.Resolve(st)
+	r, err := g.Resolve(st, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func (w *gw) path(p string) string { return filepath.Join(w.root, p) }
 // as a build or push would.
 func (w *gw) rewrite(t *testing.T) {
 	t.Helper()
-	r, err := w.g.Resolve(w.st)
+	r, err := w.g.Resolve(w.st, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,10 @@ import (
 
 	"github.com/appliance/appliance/firmware/bundle"
 	"github.com/appliance/appliance/firmware/espimage"
-	"github.com/appliance/appliance/firmware/internal/fwtest"
 	"github.com/appliance/appliance/firmware/internal/lfsref"
 	"github.com/appliance/appliance/firmware/littlefs"
 	"github.com/appliance/appliance/firmware/partition"
+	"github.com/appliance/appliance/internal/fwtest"
 	"github.com/appliance/appliance/internal/testenv"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/appliance/appliance/firmware/espimage"
-	"github.com/appliance/appliance/firmware/internal/fwtest"
+	"github.com/appliance/appliance/internal/fwtest"
 	"github.com/appliance/appliance/internal/testenv"
 )
 

@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/appliance/appliance/firmware/espimage"
-	"github.com/appliance/appliance/firmware/internal/fwtest"
 	"github.com/appliance/appliance/firmware/secureboot"
+	"github.com/appliance/appliance/internal/fwtest"
 	"github.com/appliance/appliance/internal/testenv"
 	"github.com/appliance/appliance/pki"
 )

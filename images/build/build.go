@@ -58,6 +58,9 @@ type Options struct {
 	Log io.Writer
 	// Version is appliance's version, recorded in build-info.json.
 	Version string
+	// Now is the clock that dates what the build signs (OTA manifests);
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // Result says what a build made.
@@ -149,6 +152,9 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		return &Result{Dir: opt.OutDir, UpToDate: true, Info: prev}, nil
 	}
 
+	// MkdirTemp makes the folder 0700, and it stays so: the image holds
+	// the gateway's keys and secrets, the node bundles the nodes' keys
+	// and Wi-Fi passphrase.
 	tmp, err := os.MkdirTemp(filepath.Dir(opt.OutDir), "."+filepath.Base(opt.OutDir)+".tmp-")
 	if err != nil {
 		return nil, fmt.Errorf("making the output folder: %w", err)
@@ -165,6 +171,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}{
 		{"building the gateway's programs", b.programs},
 		{"adding the site to the root file system", func(context.Context) error { return b.overlay(t) }},
+		{"writing the nodes' bundles", func(context.Context) error { return b.nodes(tmp) }},
 		{"writing the image", func(ctx context.Context) error { return b.image(ctx, t, tmp) }},
 		{"writing the outputs", func(context.Context) error { return b.outputs(tmp) }},
 	}
@@ -182,6 +189,15 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	}
 	if err := swap(tmp, opt.OutDir); err != nil {
 		return nil, fmt.Errorf("replacing %s: %w", opt.OutDir, err)
+	}
+	// The gateway image carries these manifests now: the next ones go on
+	// from their versions.
+	for _, fw := range b.gw.Firmware {
+		if fw.Release != nil {
+			if err := opt.State.SaveRelease(fw.Name, *fw.Release); err != nil {
+				return nil, fmt.Errorf("recording the OTA release of %s: %w", fw.Name, err)
+			}
+		}
 	}
 	return &Result{Dir: opt.OutDir, Info: b.info, Tree: t}, nil
 }
@@ -216,6 +232,33 @@ func (b *builder) resolve(ctx context.Context) error {
 	return nil
 }
 
+// nodes writes every node's flash bundle into nodes/NODE/.
+func (b *builder) nodes(dir string) error {
+	if len(b.gw.Nodes) == 0 {
+		return nil
+	}
+	s := b.step("nodes")
+	apps := 0
+	for _, n := range b.gw.Nodes {
+		if err := n.Bundle.Write(outputs.NodeDir(dir, n.Name)); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		node := outputs.Node{Name: n.Name, Firmware: n.Firmware.Name, Version: n.Firmware.Version, Chip: n.Firmware.Chip, App: n.Bundle.HasApp}
+		if !n.CertExpires.IsZero() {
+			node.CertExpires = n.CertExpires.UTC().Format(time.RFC3339)
+		}
+		if n.Bundle.HasApp {
+			apps++
+		}
+		b.info.Nodes = append(b.info.Nodes, node)
+	}
+	s.done("%d bundles in %s, %d with the signed app", len(b.gw.Nodes), outputs.NodesDir, apps)
+	for _, n := range b.gw.Unflashable {
+		fmt.Fprintf(b.opt.Log, "%-10s %s gets no bundle: its certificate was revoked; appliance pki renew makes it a new one\n", "nodes", n)
+	}
+	return nil
+}
+
 func (b *builder) fetch(ctx context.Context) error {
 	s := b.step("download")
 	missing := len(rootfs.Missing(b.lock, b.opt.Cache))
@@ -233,7 +276,11 @@ func (b *builder) fetch(ctx context.Context) error {
 // siteFiles resolves the gateway's files against the state, so that
 // the key covers every byte the site adds.
 func (b *builder) siteFiles(ctx context.Context) error {
-	gw, err := b.opt.Gateway.Resolve(b.opt.State)
+	now := time.Now
+	if b.opt.Now != nil {
+		now = b.opt.Now
+	}
+	gw, err := b.opt.Gateway.Resolve(b.opt.State, now())
 	if err != nil {
 		return err
 	}
@@ -278,6 +325,12 @@ func (b *builder) key(ctx context.Context) (string, error) {
 		fmt.Fprintf(h, "%s %o %s %s %x\n", f.Path, f.Mode, f.Owner, f.Group, sha256.Sum256(f.Data))
 	}
 	fmt.Fprintf(h, "%+v %+v %+v %+v %+v\n", g.Dirs, g.Symlinks, g.Users, g.Groups, g.Programs)
+	for _, n := range g.Nodes {
+		fmt.Fprintf(h, "node %s\n", n.Name)
+		for _, f := range n.Bundle.Files {
+			fmt.Fprintf(h, "%s %x\n", f.Path, sha256.Sum256(f.Data))
+		}
+	}
 	fmt.Fprintf(h, "source %s\n", b.srcHash)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -217,6 +217,12 @@ func (b *builder) writeSBOM(path string) error {
 			comps = append(comps, sbom.Component{Type: "library", Name: d.Path, Version: d.Version, PURL: "pkg:golang/" + d.Path + "@" + d.Version})
 		}
 	}
+	for _, fw := range b.gw.Firmware {
+		if !fw.NoApp {
+			comps = append(comps, sbom.Component{Type: "firmware", Name: fw.Name, Version: fw.Version, SHA256: fw.AppSHA256,
+				Properties: [][2]string{{"appliance:chip", fw.Chip}, {"appliance:signed", "Secure Boot V2"}}})
+		}
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
