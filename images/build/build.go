@@ -234,7 +234,7 @@ func (b *builder) resolve(ctx context.Context) error {
 
 // nodes writes every node's flash bundle into nodes/NODE/.
 func (b *builder) nodes(dir string) error {
-	if len(b.gw.Nodes) == 0 {
+	if len(b.gw.Nodes)+len(b.gw.Unflashable) == 0 {
 		return nil
 	}
 	s := b.step("nodes")
