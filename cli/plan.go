@@ -20,9 +20,10 @@ func init() {
 	register(&verb{
 		name:    "plan",
 		summary: "Show what a build would produce, and create the site's state",
-		usage:   "plan [--json] [--dry-run] [--state DIR] [--var name=value] [--var-file FILE] PATH",
+		usage:   "plan [--json] [--dry-run] [--remote [--host HOST:PORT]] [--state DIR] [--var name=value] [--var-file FILE] PATH",
 		examples: `
 appliance plan examples/demo.hcl
+appliance plan --remote site.hcl            # what a push would change on the running gateway
 appliance plan --dry-run greenhouse.hcl     # create nothing, show what would be created
 appliance plan --json site/ | jq .firewall`,
 		run: runPlan,
@@ -34,14 +35,20 @@ func runPlan(ctx context.Context, e *Env, args []string) error {
 	fs := newFlags(v)
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
 	dry := fs.Bool("dry-run", false, "create no state; list what would be created")
+	remote := fs.Bool("remote", false, "compare with the gateway over SSH, as push --plan does; change nothing")
 	stateFlag := addStateFlag(fs)
 	sf := addSpecFlags(fs)
+	pf := addPushFlags(fs)
 	if err := parse(e, v, fs, args); err != nil {
 		return err
 	}
 	path, err := onePath(v.name, fs.Args())
 	if err != nil {
 		return err
+	}
+	if *remote {
+		r := pushOne(ctx, e, e.Stderr, path, sf, pf, *stateFlag, true, false)
+		return reportPushes(e, []*pushResult{r}, *asJSON, true)
 	}
 	site, gw, err := loadGateway(e, path, sf, true)
 	if err != nil {

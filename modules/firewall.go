@@ -44,7 +44,8 @@ func (m *Firewall) Contribute() Contribution {
 			Capabilities: []string{"CAP_NET_ADMIN"}, AddressFamilies: []string{"AF_NETLINK", "AF_UNIX"},
 			NoIP: true, UMask: "0077", PrivilegedCalls: true,
 		}.dropIn(s.Name, "nftables.service"), s.Firewall.Where.Block)},
-		Checks: []Check{{Name: "firewall loaded", Kind: "unit", Unit: "nftables.service"}},
+		Checks:  []Check{{Name: "firewall loaded", Kind: "unit", Unit: "nftables.service"}},
+		Actions: []Action{restart(StageSystem, "nftables.service", "the ruleset changed", "/etc/nftables.conf", dropInPath("nftables.service"))},
 	}
 }
 

@@ -104,6 +104,7 @@ func (m *Grafana) Contribute() Contribution {
 			{Name: "grafana running", Kind: "unit", Unit: "grafana-server.service"},
 			{Name: "Grafana answers", Kind: "tcp", Port: g.Port},
 		},
+		Actions: []Action{restart(StageClients, "grafana-server.service", "its configuration, provisioning or dashboards changed", "/etc/grafana/", dropInPath("grafana-server.service"))},
 		Certs:   []pki.Request{serverRequest("grafana", s)},
 		Secrets: []state.SecretWant{{Name: GrafanaAdminPassword, Kind: state.Password}, {Name: GrafanaSecretKey, Kind: state.Token}},
 	}

@@ -62,6 +62,14 @@ func (m *InfluxDB) Provision(ctx *Context) error {
 }
 
 // URL is where the gateway's own clients reach InfluxDB.
+// influxCA verifies an exposed InfluxDB's HTTPS on the gateway.
+func influxCA(s *spec.Site) string {
+	if s.InfluxDB.Expose {
+		return "/etc/appliance/ca.crt"
+	}
+	return ""
+}
+
 func influxURL(s *spec.Site) string {
 	scheme := "http"
 	if s.InfluxDB.Expose {
@@ -95,7 +103,14 @@ func (m *InfluxDB) Contribute() Contribution {
 		Checks: []Check{
 			{Name: "influxdb running", Kind: "unit", Unit: "influxdb.service"},
 			{Name: "influxdb set up", Kind: "unit", Unit: "appliance-influxdb-setup.service"},
-			{Name: "InfluxDB answers", Kind: "tcp", Port: in.Port},
+			{Name: "InfluxDB answers", Kind: "http", Port: in.Port, URL: influxURL(s) + "/ping", CAFile: influxCA(s)},
+		},
+		// The set-up is a oneshot: restarting it runs it again, after
+		// InfluxDB is back.
+		Actions: []Action{
+			restart(StageServices, "influxdb.service", "its configuration or certificate changed", "/etc/influxdb/", dropInPath("influxdb.service")),
+			restart(StageSetup, "appliance-influxdb-setup.service", "the database's set-up, accounts or secrets changed",
+				influxSetupConfig, influxSecrets+"/", "/usr/bin/appliance-setup", "/etc/systemd/system/appliance-influxdb-setup.service"),
 		},
 		Symlinks: []Symlink{
 			enableVendor("influxdb.service", "multi-user.target"),

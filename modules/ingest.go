@@ -80,8 +80,10 @@ func (m *Ingest) Contribute() Contribution {
 		Listeners: []Listener{{Port: s.Ingest.MetricsPort, Proto: "tcp", Bind: Localhost, Purpose: "ingest metrics and health, loopback only", Setting: "ingest.metrics_port", Range: s.Ingest.Where.Attr("metrics_port")}},
 		Checks: []Check{
 			{Name: "ingest running", Kind: "unit", Unit: IngestUnit},
-			{Name: "ingest healthy", Kind: "tcp", Port: s.Ingest.MetricsPort},
+			{Name: "ingest healthy", Kind: "http", Port: s.Ingest.MetricsPort, URL: fmt.Sprintf("http://127.0.0.1:%d/healthz", s.Ingest.MetricsPort)},
 		},
+		Actions: []Action{restart(StageClients, IngestUnit, "its configuration, certificate, program or unit changed",
+			ingest.ConfigPath, ingestDir+"/", IngestBinary, "/etc/systemd/system/"+IngestUnit)},
 		Certs: []pki.Request{{Name: "ingest", Kind: pki.Client}},
 	}
 }

@@ -217,19 +217,56 @@ type Group struct {
 	GID  int    `json:"gid"`
 }
 
-// Check is a health check: push, vm and the boot test run them to tell
-// whether the gateway works.
+// Check is a health check: push (on the gateway, after a switch), vm
+// and the boot test run them to tell whether the gateway works.
 type Check struct {
 	Name string `json:"name"`
 	// Kind is "unit" (the unit is active), "tcp" (the port accepts a
-	// connection on loopback) or "tls" (a TLS handshake on loopback
+	// connection on loopback), "tls" (a TLS handshake on loopback
 	// verifies against the site CA, as ServerName, presenting the
-	// ClientCert certificate of the state when set).
+	// ClientCert certificate of the state when set) or "http" (URL
+	// answers 2xx).
 	Kind       string `json:"kind"`
 	Unit       string `json:"unit,omitempty"`
 	Port       int    `json:"port,omitempty"`
 	ServerName string `json:"server_name,omitempty"`
 	ClientCert string `json:"client_cert,omitempty"`
+	URL        string `json:"url,omitempty"`
+	// CAFile, CertFile and KeyFile are where the site CA and the client
+	// certificate lie on the gateway, for checks run there.
+	CAFile   string `json:"ca_file,omitempty"`
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+}
+
+// Action is what a change under Paths calls for on a running gateway
+// (push): a unit reloaded or restarted, or a command run. Stage orders
+// them: what others depend on first (the network and firewall, then the
+// stores and the broker, their set-up, their clients, the web server).
+type Action struct {
+	Paths []string `json:"paths"`
+	Unit  string   `json:"unit,omitempty"`
+	Do    string   `json:"do,omitempty"` // "reload" or "restart"
+	Run   []string `json:"run,omitempty"`
+	Why   string   `json:"why"`
+	Stage int      `json:"stage"`
+}
+
+// Action stages.
+const (
+	StageSystem   = 10
+	StageServices = 20
+	StageSetup    = 30
+	StageClients  = 40
+	StageWeb      = 50
+)
+
+func restart(stage int, unit, why string, paths ...string) Action {
+	return Action{Paths: paths, Unit: unit, Do: "restart", Why: why, Stage: stage}
+}
+
+func reload(stage int, unit, why string, paths ...string) Action {
+	return Action{Paths: paths, Unit: unit, Do: "reload", Why: why, Stage: stage}
 }
 
 // Contribution is what one module adds to the gateway.
@@ -251,6 +288,8 @@ type Contribution struct {
 	// Programs are appliance's own Go programs the module runs, built
 	// for the gateway from the same source as appliance.
 	Programs []Program `json:"programs,omitempty"`
+	// Actions are what a push that changes the module's files runs.
+	Actions []Action `json:"actions,omitempty"`
 }
 
 // Program is one of appliance's Go programs, built for the gateway.
@@ -455,6 +494,16 @@ func (s *Set) Programs() []Program {
 			}
 		}
 	}
+	return out
+}
+
+// Actions are every module's actions, by stage.
+func (s *Set) Actions() []Action {
+	var out []Action
+	for _, c := range s.Contributions {
+		out = append(out, c.Actions...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Stage < out[j].Stage })
 	return out
 }
 

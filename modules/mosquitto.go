@@ -66,9 +66,12 @@ func (m *Mosquitto) Contribute() Contribution {
 		Openings:  []Opening{{Port: s.MQTT.Port, Proto: "tcp", From: s.Firewall.MQTTFrom, Purpose: "MQTT (TLS)"}},
 		Checks: []Check{
 			{Name: "mosquitto running", Kind: "unit", Unit: "mosquitto.service"},
-			{Name: "MQTT over mutual TLS", Kind: "tls", Port: s.MQTT.Port, ServerName: s.Gateway.Hostname, ClientCert: "ingest"},
+			{Name: "MQTT over mutual TLS", Kind: "tls", Port: s.MQTT.Port, ServerName: s.Gateway.Hostname, ClientCert: "ingest",
+				CAFile: ingestDir + "/ca.crt", CertFile: ingestDir + "/ingest.crt", KeyFile: ingestDir + "/ingest.key"},
 		},
-		Certs: []pki.Request{serverRequest("mosquitto", s)},
+		// Mosquitto reads its certificates, CRL and ACL when it starts.
+		Actions: []Action{restart(StageServices, "mosquitto.service", "its configuration, certificates, CRL or ACL changed", "/etc/mosquitto/", dropInPath("mosquitto.service"))},
+		Certs:   []pki.Request{serverRequest("mosquitto", s)},
 	}
 	if s.MQTT.LocalPlainPort != 0 {
 		c.Files = append(c.Files, text("/etc/mosquitto/local.acl", 0o640, "root", "mosquitto",
@@ -96,5 +99,5 @@ func bindCaps(ports ...int) []string {
 // tlsPortCheck is a check that the port answers TLS with the site's
 // server certificate.
 func tlsPortCheck(name string, port int, s *spec.Site) Check {
-	return Check{Name: fmt.Sprintf("%s on %d", name, port), Kind: "tls", Port: port, ServerName: s.Gateway.Hostname}
+	return Check{Name: fmt.Sprintf("%s on %d", name, port), Kind: "tls", Port: port, ServerName: s.Gateway.Hostname, CAFile: ingestDir + "/ca.crt"}
 }

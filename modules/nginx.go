@@ -97,6 +97,12 @@ func (m *Nginx) Contribute() Contribution {
 			{Name: "nginx running", Kind: "unit", Unit: "nginx.service"},
 			tlsPortCheck("HTTPS", s.HTTPS.Port, s),
 		},
+		// A reload reads the configuration, certificates and CRL again
+		// without dropping a download; the sandbox needs a restart.
+		Actions: []Action{
+			reload(StageWeb, "nginx.service", "its configuration, certificates or CRL changed", "/etc/nginx/"),
+			restart(StageWeb, "nginx.service", "its sandbox changed", dropInPath("nginx.service")),
+		},
 		Certs: []pki.Request{serverRequest("nginx", s)},
 	}
 	if m.grafana {

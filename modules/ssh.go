@@ -53,5 +53,7 @@ func (m *SSH) Contribute() Contribution {
 			{Name: "sshd running", Kind: "unit", Unit: "ssh.service"},
 			{Name: "SSH answers", Kind: "tcp", Port: s.SSH.Port},
 		},
+		// A reload keeps the sessions, push's own among them.
+		Actions: []Action{reload(StageServices, "ssh.service", "its configuration or host keys changed", "/etc/ssh/")},
 	}
 }

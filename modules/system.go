@@ -75,6 +75,16 @@ func (m *System) Contribute() Contribution {
 		Groups: []Group{{Name: g.Admin.User, GID: adminGID}},
 		Dirs:   []Dir{{Path: "/home/" + g.Admin.User, Mode: 0o750, Owner: g.Admin.User, Group: g.Admin.User}},
 		Checks: []Check{{Name: "network up", Kind: "unit", Unit: "systemd-networkd.service"}},
+		Actions: []Action{
+			// networkctl reload applies changed .network files without
+			// taking the links down, so push keeps its connection unless
+			// the address itself changed.
+			{Paths: []string{"/etc/systemd/network/"}, Run: []string{"networkctl", "reload"}, Why: "the network configuration changed", Stage: StageSystem},
+			restart(StageSystem, "systemd-resolved.service", "name resolution changed", "/etc/systemd/resolved.conf.d/"),
+			restart(StageSystem, "systemd-journald.service", "the journal's limits changed", "/etc/systemd/journald.conf.d/"),
+			{Paths: []string{"/etc/sysctl.d/90-appliance.conf"}, Run: []string{"sysctl", "--system"}, Why: "the kernel's settings changed", Stage: StageSystem},
+			{Paths: []string{"/etc/hostname"}, Run: []string{"hostname", "--file", "/etc/hostname"}, Why: "the hostname changed", Stage: StageSystem},
+		},
 	}
 	c.Packages = append(c.Packages, g.Hardware.Packages...)
 	c.Programs = []Program{{Package: "github.com/appliance/appliance/cmd/appliance-init", Path: bootinit.InitPath}}
@@ -100,6 +110,7 @@ func (m *System) Contribute() Contribution {
 		c.Packages = append(c.Packages, "wpasupplicant")
 		c.Units = append(c.Units, "wpa_supplicant@wlan0.service")
 		c.Symlinks = append(c.Symlinks, Symlink{Path: "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service", Target: "/usr/lib/systemd/system/wpa_supplicant@.service"})
+		c.Actions = append(c.Actions, restart(StageSystem, "wpa_supplicant@wlan0.service", "the Wi-Fi configuration changed", "/etc/wpa_supplicant/"))
 	}
 	if g.Address == g.Hostname+".local" {
 		// Nodes and push find a DHCP gateway by its mDNS name, which

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/generation"
 	"github.com/appliance/appliance/images/tree"
 )
 
@@ -71,13 +72,46 @@ func (b *builder) overlay(t *tree.Tree) error {
 	if err := b.gw.Apply(&treeTarget{b: b, t: t, acct: acct, mtime: mtime}); err != nil {
 		return err
 	}
+	var progs []desired.Program
 	for _, p := range b.progs {
 		if err := put(strings.TrimPrefix(p.Path, "/"), 0o755, 0, 0, p.Data); err != nil {
 			return err
 		}
+		progs = append(progs, desired.Program{Path: p.Path, Data: p.Data})
+	}
+	if err := b.generation(t, progs, mtime); err != nil {
+		return err
 	}
 	s.done("%d files, %d accounts, %d programs", len(b.gw.Files), len(acct.passwd), len(b.progs))
 	return nil
+}
+
+// generation records the image's managed files as generation 1, which
+// push makes the next generations of.
+func (b *builder) generation(t *tree.Tree, progs []desired.Program, mtime int64) error {
+	var pkgs []generation.Package
+	for _, p := range b.lock.Packages {
+		pkgs = append(pkgs, generation.Package{Name: p.Name, Version: p.Version, Arch: p.Architecture, SHA256: p.SHA256})
+	}
+	g := b.gw.Generation(1, b.mtime, b.opt.Version, progs, pkgs)
+	data, err := g.Manifest.Marshal()
+	if err != nil {
+		return err
+	}
+	manifest, current, target := desired.GenerationFiles(1)
+	gens := strings.TrimPrefix(path.Dir(path.Dir(manifest)), "/")
+	if err := t.MkdirAll(gens, tree.Entry{Type: tree.Dir, Mode: 0o755, MTime: mtime}); err != nil {
+		return err
+	}
+	e := *t.Get(gens)
+	e.Mode = 0o700
+	if err := t.Put(&e); err != nil {
+		return err
+	}
+	if err := b.putFile(t, strings.TrimPrefix(manifest, "/"), 0o600, 0, 0, data, mtime); err != nil {
+		return err
+	}
+	return b.putLink(t, strings.TrimPrefix(current, "/"), target, mtime)
 }
 
 // treeTarget applies the desired gateway to the image's file tree, its
