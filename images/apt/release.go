@@ -71,6 +71,16 @@ type Release struct {
 	Signer string
 	// Raw is the signed document as fetched, kept for offline use.
 	Raw []byte
+	// Detached reports a Release signed by a Release.gpg.
+	Detached bool
+}
+
+// where is the Release's URL, for messages.
+func (r *Release) where(s *Source) string {
+	if r.Detached {
+		return s.distURL("Release")
+	}
+	return s.distURL("InRelease")
 }
 
 // FileHash is one line of a Release file's SHA256 field.
@@ -209,7 +219,7 @@ func parseRelease(text []byte) (*Release, error) {
 			continue
 		}
 		size, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil || len(f[0]) != 64 {
+		if err != nil || size < 0 || !IsSHA256(strings.ToLower(f[0])) {
 			return nil, fmt.Errorf("Release SHA256 line %q is damaged", line)
 		}
 		r.Files[f[2]] = FileHash{SHA256: strings.ToLower(f[0]), Size: size}

@@ -92,7 +92,7 @@ func (c counter) Write(b []byte) (int, error) {
 func fetchOne(ctx context.Context, c *apt.Client, p LockPackage, ca *cache.Cache, prog Progress) error {
 	var w *cache.Writer
 	var werr error
-	err := c.Download(ctx, p.URL, func() io.Writer {
+	err := c.Download(ctx, p.URL, p.Size, func() io.Writer {
 		if w != nil {
 			// A retry: the attempt before left a partial file.
 			prog.Bytes(-w.Size())
