@@ -7,6 +7,7 @@
 //	releases/<url-hash>.InRelease    the last verified Release of each source
 //	blobs/sha256/ab/abcd…            unpacked file contents, by their SHA-256
 //	manifests/sha256/ab/abcd….json   a package's unpacked form, by its .deb's SHA-256
+//	                                 (used only with the SHA-256 the site's state records for it)
 //	zst/sha256/ab/abcd…              zstd frames of images, by compressor and content (package zst)
 //
 // Every file appears under its final name only once complete and, for
