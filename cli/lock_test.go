@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/spec"
@@ -169,5 +172,53 @@ func TestPlanListsTheLockedRequest(t *testing.T) {
 	}
 	if !slices.Contains(plan.Gateway.Packages, "linux-image-arm64") {
 		t.Errorf("plan does not list the board's kernel: %v", plan.Gateway.Packages)
+	}
+}
+
+// TestLockInterrupted: Ctrl-C or SIGTERM (the context cmd/appliance
+// cancels) while lock reads a slow mirror's index stops it: lock says it
+// was interrupted, exits 1, and writes no lock and no half file.
+func TestLockInterrupted(t *testing.T) {
+	key, err := fixture.NewKey("archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "archive.asc"), key.Public(true), 0o644)
+	writeLockSpec(t, dir, "http://127.0.0.1:1", "less")
+	repo := lockRepo(t, dir, key)
+	srv := fixture.NewServer(repo)
+	defer srv.Close()
+	writeLockSpec(t, dir, srv.URL, "less")
+	index, err := os.ReadFile(filepath.Join(repo, "dists/trixie/main/binary-arm64/Packages.xz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	srv.Slow("/dists/trixie/main/binary-arm64/Packages.xz", index, started, release)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-started
+		cancel()
+	}()
+	cacheDir := filepath.Join(dir, "cache")
+	var out, errb bytes.Buffer
+	spec := filepath.Join(dir, "site.hcl")
+	code := Main(ctx, []string{"lock", spec}, Env{Stdout: &out, Stderr: &errb, Environ: []string{"HOME=/nonexistent", "XDG_CACHE_HOME=" + cacheDir}})
+	lockPath := filepath.Join(dir, "site.lock")
+	if want := "appliance lock: interrupted; " + lockPath + " was not written\n"; code != 1 || errb.String() != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errb.String(), want)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".lock") || strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("%s was written", e.Name())
+		}
+	}
+	if tmp, _ := (&cache.Cache{Dir: filepath.Join(cacheDir, "appliance")}).Temporaries(); len(tmp) > 0 {
+		t.Errorf("temporaries left in the cache: %v", tmp)
 	}
 }
