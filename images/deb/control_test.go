@@ -75,6 +75,13 @@ func TestLongField(t *testing.T) {
 	if p.Get("Architecture") != "all" || len(p) != 4 {
 		t.Errorf("fields after the long one: %d fields, Architecture %q", len(p), p.Get("Architecture"))
 	}
+	// Linear work, counted rather than timed: reading a field must not
+	// allocate once per line (each allocation a copy of the field so
+	// far, which made the reading quadratic).
+	in := longField(20000)
+	if allocs := testing.AllocsPerRun(1, func() { ParseControl(in) }); allocs > 200 {
+		t.Errorf("reading a field of 20,000 lines took %.0f allocations; want a few dozen", allocs)
+	}
 }
 
 // BenchmarkLongField reads one field of n continuation lines: linear
