@@ -141,6 +141,11 @@ func verifyDetached(signed, sig []byte, kr *Keyring, now time.Time) (string, err
 	return verifyAny(kr, signed, sig, now)
 }
 
+// maxSignatures bounds the signatures of one Release: Debian's carry
+// three. Each is a public-key verification; a Release of thousands
+// would cost seconds of CPU before it is refused.
+const maxSignatures = 16
+
 // verifyAny accepts the document when any one of its signatures is a
 // good signature by a valid key of the keyring. Archives sign with
 // several keys (Debian: the archive keys of two releases and the release
@@ -162,7 +167,9 @@ func verifyAny(kr *Keyring, signed, sigPackets []byte, now time.Time) (string, e
 		if !ok {
 			continue
 		}
-		n++
+		if n++; n > maxSignatures {
+			return "", fmt.Errorf("more than %d signatures; an archive signs with a few keys", maxSignatures)
+		}
 		var one bytes.Buffer
 		if err := sig.Serialize(&one); err != nil {
 			continue
