@@ -216,7 +216,7 @@ func TestBadStanzas(t *testing.T) {
 	want := map[string]string{
 		"name that is a path":         `"evil/../../../../etc/cron.d/pwn" is not a package name`,
 		"upper-case name":             `"Evil" is not a package name`,
-		"one-letter name":             `"e" is not a package name`,
+		"name starting with a dot":    `".evil" is not a package name`,
 		"version with a slash":        `"1.0/../../x" is not a Debian version`,
 		"version with a space":        `"1.0 2" is not a Debian version`,
 		"epoch not a number":          `"x:1.0" is not a Debian version: the epoch`,
@@ -250,7 +250,7 @@ func TestBadStanzas(t *testing.T) {
 // TestNames: Debian's own names, versions and architectures pass; the
 // real archive's every stanza is read in TestDebianTrixie (rootfs).
 func TestNames(t *testing.T) {
-	for _, n := range []string{"libstdc++6", "g++-14", "python3.13", "0ad", "libc6"} {
+	for _, n := range []string{"libstdc++6", "g++-14", "python3.13", "0ad", "libc6", "a"} {
 		if err := ValidName(n); err != nil {
 			t.Errorf("ValidName(%q) = %v", n, err)
 		}

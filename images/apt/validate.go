@@ -11,16 +11,17 @@ import (
 // SBOM. A name that fails one is refused, not cleaned: an index that
 // holds it is damaged or hostile.
 
-// ValidName checks a package name (Policy 5.6.1, 5.6.7): at least two
-// characters, lower-case letters, digits, "+", "-" and ".", starting
-// with a letter or digit.
+// ValidName checks a package name (Policy 5.6.1, 5.6.7): lower-case
+// letters, digits, "+", "-" and ".", starting with a letter or digit.
+// The policy asks for two characters at least; dpkg and apt, which
+// install what an archive holds, take one, and so does appliance.
 func ValidName(s string) error {
-	if len(s) < 2 || !isLowerAlnum(s[0]) {
-		return fmt.Errorf("%q is not a package name: Debian's are two or more of a-z, 0-9, +, - and ., starting with a letter or digit", clip(s))
+	if s == "" || !isLowerAlnum(s[0]) {
+		return fmt.Errorf("%q is not a package name: Debian's are a-z, 0-9, +, - and ., starting with a letter or digit", clip(s))
 	}
 	for i := 1; i < len(s); i++ {
 		if c := s[i]; !isLowerAlnum(c) && c != '+' && c != '-' && c != '.' {
-			return fmt.Errorf("%q is not a package name: Debian's are two or more of a-z, 0-9, +, - and ., starting with a letter or digit", clip(s))
+			return fmt.Errorf("%q is not a package name: Debian's are a-z, 0-9, +, - and ., starting with a letter or digit", clip(s))
 		}
 	}
 	return nil
