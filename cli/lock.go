@@ -75,17 +75,30 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 		return err
 	}
 	client := &apt.Client{Store: ca, Offline: *offline, Retries: 3, Now: e.now, HTTP: &http.Client{Timeout: 10 * time.Minute}}
+	// A Release older than the one the lock was made from is a replay.
+	req.RefuseOlder(old)
+	// Interrupted (Ctrl-C, SIGTERM), lock stops at the next step and
+	// writes nothing.
+	interrupted := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; %s was not written", lockPath)
+		}
+		return err
+	}
 	lock, err := rootfs.Plan(ctx, client, req)
 	if err != nil {
 		if errors.Is(err, apt.ErrOffline) {
 			return fmt.Errorf("%w\nrun appliance lock %s once without --offline to fill the cache", err, path)
 		}
-		return err
+		return interrupted(err)
 	}
 	if *fetch {
 		if err := rootfs.Fetch(ctx, client, lock, ca, progressFor(e)); err != nil {
-			return err
+			return interrupted(err)
 		}
+	}
+	if err := interrupted(nil); err != nil {
+		return err
 	}
 	added, removed, changed := rootfs.Diff(old, lock)
 	var base, inst int64

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,8 +12,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/spec"
@@ -169,5 +173,124 @@ func TestPlanListsTheLockedRequest(t *testing.T) {
 	}
 	if !slices.Contains(plan.Gateway.Packages, "linux-image-arm64") {
 		t.Errorf("plan does not list the board's kernel: %v", plan.Gateway.Packages)
+	}
+}
+
+// TestLockInterrupted: Ctrl-C or SIGTERM (the context cmd/appliance
+// cancels) while lock reads a slow mirror's index stops it: lock says it
+// was interrupted, exits 1, and writes no lock and no half file.
+func TestLockInterrupted(t *testing.T) {
+	key, err := fixture.NewKey("archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "archive.asc"), key.Public(true), 0o644)
+	writeLockSpec(t, dir, "http://127.0.0.1:1", "less")
+	repo := lockRepo(t, dir, key)
+	srv := fixture.NewServer(repo)
+	defer srv.Close()
+	writeLockSpec(t, dir, srv.URL, "less")
+	index, err := os.ReadFile(filepath.Join(repo, "dists/trixie/main/binary-arm64/Packages.xz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	srv.Slow("/dists/trixie/main/binary-arm64/Packages.xz", index, started, release)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-started
+		cancel()
+	}()
+	cacheDir := filepath.Join(dir, "cache")
+	var out, errb bytes.Buffer
+	spec := filepath.Join(dir, "site.hcl")
+	code := Main(ctx, []string{"lock", spec}, Env{Stdout: &out, Stderr: &errb, Environ: []string{"HOME=/nonexistent", "XDG_CACHE_HOME=" + cacheDir}})
+	lockPath := filepath.Join(dir, "site.lock")
+	if want := "appliance lock: interrupted; " + lockPath + " was not written\n"; code != 1 || errb.String() != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errb.String(), want)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".lock") || strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("%s was written", e.Name())
+		}
+	}
+	if tmp, _ := (&cache.Cache{Dir: filepath.Join(cacheDir, "appliance")}).Temporaries(); len(tmp) > 0 {
+		t.Errorf("temporaries left in the cache: %v", tmp)
+	}
+}
+
+// TestLockReplay: once a lock is made, a mirror that serves an older,
+// still valid, signed Release (here two days older, with an older
+// version of a package) is refused — from the Release kept in the cache,
+// and with the cache emptied from the date the lock records — and the
+// lock is left as it was.
+func TestLockReplay(t *testing.T) {
+	key, err := fixture.NewKey("archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "archive.asc"), key.Public(true), 0o644)
+	srvDir := ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.FileServer(http.Dir(srvDir)).ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	writeLockSpec(t, dir, srv.URL, "h-ver")
+	site, rep := spec.Load(filepath.Join(dir, "site.hcl"), spec.Options{Partial: true, Environ: []string{"HOME=/nonexistent"}})
+	if rep.HasErrors() {
+		t.Fatalf("spec: %+v", rep)
+	}
+	gw, err := desired.Compute(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := gw.Request()
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := func(date time.Time, version string) string {
+		debs := []*fixture.Deb{{Name: "base-files", Version: "13.8", Arch: "arm64", Fields: map[string]string{"Essential": "yes", "Priority": "required"}}}
+		for _, p := range req.Packages {
+			v := "1.0-1"
+			if p == "h-ver" {
+				v = version
+			}
+			debs = append(debs, &fixture.Deb{Name: p, Version: v, Arch: "arm64"})
+		}
+		d := t.TempDir()
+		if _, err := (&fixture.Repo{Debs: debs, Key: key, Date: date}).Write(d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	now := time.Now()
+	newer, older := repo(now.Add(-time.Hour), "2.0"), repo(now.Add(-49*time.Hour), "1.0")
+	spec := filepath.Join(dir, "site.hcl")
+	lockPath := filepath.Join(dir, "site.lock")
+	env := []string{"HOME=/nonexistent", "XDG_CACHE_HOME=" + filepath.Join(dir, "cache")}
+
+	srvDir = newer
+	if code, out, errs := run(t, env, "lock", spec); code != 0 {
+		t.Fatalf("lock: exit %d\n%s%s", code, out, errs)
+	}
+	locked, _ := os.ReadFile(lockPath)
+	srvDir = older
+	for _, e := range [][]string{env, {"HOME=/nonexistent", "XDG_CACHE_HOME=" + t.TempDir()}} {
+		code, out, errs := run(t, e, "lock", spec)
+		if code != 1 || !strings.Contains(errs, "InRelease is dated") || !strings.Contains(errs, "an old Release is being replayed") || strings.Contains(out, "h-ver 2.0 → 1.0") {
+			t.Errorf("lock against a replayed Release: exit %d\n%s%s", code, out, errs)
+		}
+		if now, _ := os.ReadFile(lockPath); !bytes.Equal(now, locked) {
+			t.Error("the lock changed")
+		}
+	}
+	if code, out, errs := run(t, env, "lock", "--offline", spec); code != 0 || !strings.Contains(out, "up to date") {
+		t.Errorf("lock --offline after the replay: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -127,6 +127,12 @@ func runChild(ctx context.Context) error {
 			return err
 		}
 	}
+	// The unpacked packages' hashes, which a build keeps in the site's
+	// state, are kept beside the lock.
+	record := *lockFile + ".unpacked"
+	if err := lock.LoadUnpacked(record); err != nil {
+		return err
+	}
 	t = time.Now()
 	if err := rootfs.Fetch(ctx, client, lock, ca, nil); err != nil {
 		return err
@@ -138,6 +144,9 @@ func runChild(ctx context.Context) error {
 		return err
 	}
 	ph.Unpack = time.Since(t)
+	if err := lock.SaveUnpacked(record); err != nil {
+		return err
+	}
 	t = time.Now()
 	if *child == "ext4" || *child == "cold-ext4" {
 		f, err := os.Create(*outDir + ".img")

@@ -3,6 +3,7 @@ package apt
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -83,5 +84,30 @@ func TestWrongSuite(t *testing.T) {
 	_, err := c.Release(context.Background(), &Source{Name: "d", URL: "file://" + dir, Suite: "trixie", Components: []string{"main"}, Keyring: kr})
 	if err == nil || !strings.Contains(err.Error(), `is signed for suite "bookworm"`) {
 		t.Errorf("a bookworm Release served as trixie: %v", err)
+	}
+}
+
+// TestManySignatures: a Release signed more times than any archive signs
+// is refused before each signature is checked.
+func TestManySignatures(t *testing.T) {
+	var keys []*packet.PrivateKey
+	for i := range maxSignatures + 1 {
+		k, err := fixture.NewKey(fmt.Sprint("k", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k.Entity.PrivateKey)
+	}
+	var signed bytes.Buffer
+	w, err := clearsign.EncodeMulti(&signed, keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Suite: trixie\n")
+	w.Close()
+	k, _ := fixture.NewKey("other")
+	kr, _ := ReadKeyring(k.Public(false))
+	if _, _, err := verifyInRelease(signed.Bytes(), kr, time.Now()); err == nil || !strings.Contains(err.Error(), "more than 16 signatures") {
+		t.Errorf("%d signatures: %v", len(keys), err)
 	}
 }

@@ -5,12 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/appliance/appliance/images/deb"
 )
@@ -63,13 +63,17 @@ var indexNames = []string{"Packages.xz", "Packages.gz", "Packages"}
 
 // Packages fetches, verifies and reads the source's package indexes for
 // one architecture: binary-ARCH of every component, and binary-all when
-// the archive lists architecture-all packages separately.
+// the archive lists architecture-all packages separately. An index that
+// lists one package version twice with different contents is refused:
+// which of the two would be installed is not something an archive
+// leaves open.
 func (c *Client) Packages(ctx context.Context, s *Source, rel *Release, arch string) ([]*Package, error) {
 	archs := []string{arch}
 	if !rel.AllInArch && contains(rel.Architectures, "all") {
 		archs = append(archs, "all")
 	}
 	var out []*Package
+	seen := map[string]*Package{}
 	for _, comp := range s.Components {
 		for _, a := range archs {
 			var name string
@@ -90,9 +94,17 @@ func (c *Client) Packages(ctx context.Context, s *Source, rel *Release, arch str
 			if err != nil {
 				return nil, fmt.Errorf("source %s: %w", s.Name, err)
 			}
-			pkgs, err := parseParallel(b, s)
+			pkgs, err := parseParallel(ctx, b, s)
 			if err != nil {
 				return nil, fmt.Errorf("source %s: %s: %w", s.Name, name, err)
+			}
+			for _, p := range pkgs {
+				id := p.ID()
+				if q := seen[id]; q == nil {
+					seen[id] = p
+				} else if q.SHA256 != p.SHA256 {
+					return nil, fmt.Errorf("source %s: %s lists %s twice, as %s and as %s: the index is damaged or hostile; nothing of it was used", s.Name, name, id, q.SHA256, p.SHA256)
+				}
 			}
 			out = append(out, pkgs...)
 		}
@@ -113,26 +125,33 @@ func contains(list []string, s string) bool {
 // the uncompressed index too: what is kept in the Store is the
 // uncompressed file, checked against that hash, so a later run reads it
 // without decompressing (the xz of Debian's main index alone takes 1.5 s).
+// Decompression stops one byte past the uncompressed size the Release
+// gives (or past MaxIndexSize when it gives none).
 func (c *Client) index(ctx context.Context, s *Source, rel *Release, plain, compressed string) ([]byte, error) {
 	ph, hasPlain := rel.Files[plain]
-	if hasPlain && c.Store != nil {
-		if b, err := os.ReadFile(c.Store.Path("indexes", ph.SHA256)); err == nil && checkHash(b, ph) == nil {
+	limit := int64(MaxIndexSize)
+	if hasPlain {
+		if ph.Size > MaxIndexSize {
+			return nil, fmt.Errorf("%s: the Release gives it as %d bytes, more than the %d appliance reads of an index", s.distURL(plain), ph.Size, MaxIndexSize)
+		}
+		if b, ok := c.stored(ph); ok {
 			return b, nil
 		}
+		limit = ph.Size
 	}
 	b, err := c.fetchVerified(ctx, s, rel, compressed, !hasPlain)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := decompressIndex(b, compressed)
+	raw, err := decompressIndex(b, compressed, limit)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", compressed, err)
+		return nil, fmt.Errorf("%s: %w", s.distURL(compressed), err)
 	}
 	if hasPlain {
 		if err := checkHash(raw, ph); err != nil {
-			return nil, fmt.Errorf("%s uncompressed: %w", compressed, err)
+			return nil, fmt.Errorf("%s uncompressed: %w", s.distURL(compressed), err)
 		}
-		if c.Store != nil && compressed != plain {
+		if c.Store != nil {
 			if err := c.Store.Put("indexes", ph.SHA256, bytes.NewReader(raw)); err != nil {
 				return nil, err
 			}
@@ -141,18 +160,39 @@ func (c *Client) index(ctx context.Context, s *Source, rel *Release, plain, comp
 	return raw, nil
 }
 
-func decompressIndex(b []byte, name string) ([]byte, error) {
+// decompressed counts the bytes read from index decompressors, for
+// tests that check a bomb was stopped.
+var decompressed atomic.Int64
+
+// decompressIndex decompresses an index, reading at most limit+1 bytes
+// of its uncompressed form.
+func decompressIndex(b []byte, name string, limit int64) ([]byte, error) {
+	if path.Ext(name) != ".xz" && path.Ext(name) != ".gz" {
+		if int64(len(b)) > limit {
+			return nil, fmt.Errorf("%d bytes, more than the %d the Release gives the index", len(b), limit)
+		}
+		return b, nil
+	}
 	r, done, err := deb.Decompress(bytes.NewReader(b), path.Ext(name))
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	return io.ReadAll(r)
+	var out bytes.Buffer
+	n, err := io.Copy(&out, io.LimitReader(r, limit+1))
+	decompressed.Add(n)
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, fmt.Errorf("decompresses past the %d bytes the Release gives the index; stopped there: the index is damaged or a decompression bomb", limit)
+	}
+	return out.Bytes(), nil
 }
 
 // parseParallel parses an uncompressed index in as many pieces as there
 // are processors, split at paragraph boundaries; the order is kept.
-func parseParallel(b []byte, s *Source) ([]*Package, error) {
+func parseParallel(ctx context.Context, b []byte, s *Source) ([]*Package, error) {
 	n := runtime.GOMAXPROCS(0)
 	var chunks [][]byte
 	for i := 1; i < n && len(b) > 1<<20; i++ {
@@ -169,7 +209,7 @@ func parseParallel(b []byte, s *Source) ([]*Package, error) {
 	errs := make([]error, len(chunks))
 	var wg sync.WaitGroup
 	for i, ch := range chunks {
-		wg.Go(func() { res[i], errs[i] = ParsePackages(ch, s) })
+		wg.Go(func() { res[i], errs[i] = ParsePackages(ctx, ch, s) })
 	}
 	wg.Wait()
 	var out []*Package
@@ -182,11 +222,17 @@ func parseParallel(b []byte, s *Source) ([]*Package, error) {
 	return out, nil
 }
 
-// ParsePackages reads an uncompressed Packages index.
-func ParsePackages(b []byte, s *Source) ([]*Package, error) {
+// ParsePackages reads an uncompressed Packages index; it stops when ctx
+// is done.
+func ParsePackages(ctx context.Context, b []byte, s *Source) ([]*Package, error) {
 	pr := deb.NewParagraphReader(bytes.NewReader(b))
 	var out []*Package
-	for {
+	for i := 0; ; i++ {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		para, err := pr.Next()
 		if err == io.EOF {
 			return out, nil
@@ -196,14 +242,15 @@ func ParsePackages(b []byte, s *Source) ([]*Package, error) {
 		}
 		p, err := fromParagraph(para)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("the stanza ending at line %d: %w", pr.Line(), err)
 		}
 		p.Repo = s
 		out = append(out, p)
 	}
 }
 
-// fromParagraph reads the fields appliance uses from an index stanza.
+// fromParagraph reads the fields appliance uses from an index stanza,
+// and checks those that name something.
 func fromParagraph(para deb.Paragraph) (*Package, error) {
 	p := &Package{}
 	var source, size, isize string
@@ -257,18 +304,36 @@ func fromParagraph(para deb.Paragraph) (*Package, error) {
 	if p.Name == "" || p.Version == "" || p.Architecture == "" {
 		return nil, fmt.Errorf("a paragraph lacks Package, Version or Architecture")
 	}
+	if err := CheckPackage(p.Name, p.Version, p.Architecture); err != nil {
+		return nil, err
+	}
 	p.Source, p.SourceVersion = ParseSource(source, p.Name)
+	if err := ValidName(p.Source); err != nil {
+		return nil, fmt.Errorf("%s: Source: %w", p.ID(), err)
+	}
+	if p.SourceVersion != "" {
+		if err := ValidVersion(p.SourceVersion); err != nil {
+			return nil, fmt.Errorf("%s: Source: %w", p.ID(), err)
+		}
+	}
 	if p.SourceVersion == p.Version {
 		p.SourceVersion = ""
 	}
 	var err error
-	if p.Size, err = strconv.ParseInt(size, 10, 64); err != nil {
-		return nil, fmt.Errorf("%s: bad Size %q", p.Name, size)
+	if p.Size, err = strconv.ParseInt(size, 10, 64); err != nil || p.Size <= 0 {
+		return nil, fmt.Errorf("%s: bad Size %q", p.ID(), size)
 	}
-	if len(p.SHA256) != 64 || p.Filename == "" {
-		return nil, fmt.Errorf("%s %s: no SHA256 or Filename; appliance downloads only packages whose hash the index gives", p.Name, p.Version)
+	if !IsSHA256(p.SHA256) || p.Filename == "" {
+		return nil, fmt.Errorf("%s: no SHA256 or Filename; appliance downloads only packages whose hash the index gives", p.ID())
 	}
-	p.InstalledSize, _ = strconv.ParseInt(isize, 10, 64)
+	if err := ValidFilename(p.Filename); err != nil {
+		return nil, fmt.Errorf("%s: Filename: %w", p.ID(), err)
+	}
+	if isize != "" {
+		if p.InstalledSize, err = strconv.ParseInt(isize, 10, 64); err != nil || p.InstalledSize < 0 {
+			return nil, fmt.Errorf("%s: bad Installed-Size %q", p.ID(), isize)
+		}
+	}
 	return p, nil
 }
 

@@ -71,6 +71,16 @@ type Release struct {
 	Signer string
 	// Raw is the signed document as fetched, kept for offline use.
 	Raw []byte
+	// Detached reports a Release signed by a Release.gpg.
+	Detached bool
+}
+
+// where is the Release's URL, for messages.
+func (r *Release) where(s *Source) string {
+	if r.Detached {
+		return s.distURL("Release")
+	}
+	return s.distURL("InRelease")
 }
 
 // FileHash is one line of a Release file's SHA256 field.
@@ -131,6 +141,11 @@ func verifyDetached(signed, sig []byte, kr *Keyring, now time.Time) (string, err
 	return verifyAny(kr, signed, sig, now)
 }
 
+// maxSignatures bounds the signatures of one Release: Debian's carry
+// three. Each is a public-key verification; a Release of thousands
+// would cost seconds of CPU before it is refused.
+const maxSignatures = 16
+
 // verifyAny accepts the document when any one of its signatures is a
 // good signature by a valid key of the keyring. Archives sign with
 // several keys (Debian: the archive keys of two releases and the release
@@ -152,7 +167,9 @@ func verifyAny(kr *Keyring, signed, sigPackets []byte, now time.Time) (string, e
 		if !ok {
 			continue
 		}
-		n++
+		if n++; n > maxSignatures {
+			return "", fmt.Errorf("more than %d signatures; an archive signs with a few keys", maxSignatures)
+		}
 		var one bytes.Buffer
 		if err := sig.Serialize(&one); err != nil {
 			continue
@@ -209,7 +226,7 @@ func parseRelease(text []byte) (*Release, error) {
 			continue
 		}
 		size, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil || len(f[0]) != 64 {
+		if err != nil || size < 0 || !IsSHA256(strings.ToLower(f[0])) {
 			return nil, fmt.Errorf("Release SHA256 line %q is damaged", line)
 		}
 		r.Files[f[2]] = FileHash{SHA256: strings.ToLower(f[0]), Size: size}

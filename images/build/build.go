@@ -226,6 +226,11 @@ func (b *builder) resolve(ctx context.Context) error {
 	} else {
 		s.done("%d packages, from %s", len(lock.Packages), lockPath)
 	}
+	// What the cache holds unpacked is used only as the state vouches
+	// for it.
+	if err := lock.LoadUnpacked(filepath.Join(b.opt.State.Dir, rootfs.UnpackedName)); err != nil {
+		return err
+	}
 	b.lock = lock
 	b.info.Lock = lockPath
 	b.info.Packages = len(lock.Packages)
@@ -344,9 +349,14 @@ func epochString(e *int64) string {
 
 func (b *builder) unpack(ctx context.Context) (*tree.Tree, error) {
 	s := b.step("unpack")
-	t, err := rootfs.Unpack(ctx, b.lock, b.opt.Cache, rootfs.UnpackOptions{SourceDateEpoch: b.opt.Epoch, Progress: b.opt.Progress})
+	t, err := rootfs.Unpack(ctx, b.lock, b.opt.Cache, rootfs.UnpackOptions{SourceDateEpoch: b.opt.Epoch, Progress: b.opt.Progress, Client: b.opt.Client})
 	if err != nil {
 		return nil, err
+	}
+	// Unpack recorded the hashes of what it unpacked: kept in the
+	// state, they vouch for the cache's unpacked packages next time.
+	if err := b.lock.SaveUnpacked(filepath.Join(b.opt.State.Dir, rootfs.UnpackedName)); err != nil {
+		return nil, fmt.Errorf("recording the unpacked packages in the state: %w", err)
 	}
 	s.done("%d entries", t.Len())
 	return t, nil

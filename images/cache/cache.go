@@ -7,6 +7,7 @@
 //	releases/<url-hash>.InRelease    the last verified Release of each source
 //	blobs/sha256/ab/abcd…            unpacked file contents, by their SHA-256
 //	manifests/sha256/ab/abcd….json   a package's unpacked form, by its .deb's SHA-256
+//	                                 (used only with the SHA-256 the site's state records for it)
 //	zst/sha256/ab/abcd…              zstd frames of images, by compressor and content (package zst)
 //
 // Every file appears under its final name only once complete and, for
@@ -58,7 +59,10 @@ func FromEnv(environ []string) (*Cache, error) {
 	return nil, errors.New("no cache folder: set XDG_CACHE_HOME or HOME")
 }
 
-// Path is where the file of a hash lives; it may not exist.
+// Path is where the file of a hash lives; it may not exist. A key that
+// is not a SHA-256 in lower-case hex (one read from a damaged or hostile
+// index, manifest or lock) maps to a name no file is ever stored under,
+// never to a path outside kind's folder.
 func (c *Cache) Path(kind, sha256hex string) string {
 	ext := ""
 	switch kind {
@@ -67,10 +71,22 @@ func (c *Cache) Path(kind, sha256hex string) string {
 	case "manifests":
 		ext = ".json"
 	}
-	if len(sha256hex) < 2 {
-		return filepath.Join(c.Dir, kind, "sha256", "invalid")
+	if !isSHA256(sha256hex) || strings.ContainsAny(kind, "/\\") || kind == ".." {
+		return filepath.Join(c.Dir, "invalid")
 	}
 	return filepath.Join(c.Dir, kind, "sha256", sha256hex[:2], sha256hex+ext)
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // BlobPath is the file of an unpacked content; it makes Cache a
@@ -120,6 +136,9 @@ type Writer struct {
 // Create starts a content-addressed file. An empty sha256hex means the
 // hash is not known yet: CommitAs names it by what was written.
 func (c *Cache) Create(kind, sha256hex string) (*Writer, error) {
+	if sha256hex != "" && !isSHA256(sha256hex) {
+		return nil, fmt.Errorf("%q is not a SHA-256 in hex: not a key of the cache", sha256hex)
+	}
 	final := c.Path(kind, sha256hex)
 	d := filepath.Dir(final)
 	if sha256hex == "" {
@@ -235,9 +254,23 @@ func (c *Cache) PutNamed(kind, name string, b []byte) error {
 	return w.rename(filepath.Join(d, name))
 }
 
-// GetNamed reads a file PutNamed wrote.
-func (c *Cache) GetNamed(kind, name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(c.Dir, kind, name))
+// GetNamed reads a file PutNamed wrote, refusing one of more than limit
+// bytes or that is not a regular file.
+func (c *Cache) GetNamed(kind, name string, limit int64) ([]byte, error) {
+	p := filepath.Join(c.Dir, kind, name)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > limit {
+		return nil, fmt.Errorf("%s is not a file of at most %d bytes; it is ignored", p, limit)
+	}
+	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 // Temporaries lists the ".tmp-" files left in the cache: none after a
@@ -269,6 +302,9 @@ func (c *Cache) PutHashed(kind, sha256hex string, b []byte) error {
 // checking a hash: for files named after something other than their
 // content (a package's manifest is named after its .deb).
 func (c *Cache) PutAt(kind, key string, b []byte) error {
+	if !isSHA256(key) {
+		return fmt.Errorf("%q is not a SHA-256 in hex: not a key of the cache", key)
+	}
 	final := c.Path(kind, key)
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return err

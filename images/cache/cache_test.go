@@ -72,3 +72,40 @@ func TestFromEnv(t *testing.T) {
 		t.Error("no HOME and no XDG_CACHE_HOME gave a cache")
 	}
 }
+
+// TestHostileKeys: a key that is not a SHA-256 in hex — from a hostile
+// index or manifest — never names a path outside the cache, and nothing
+// is stored under it.
+func TestHostileKeys(t *testing.T) {
+	c := &Cache{Dir: filepath.Join(t.TempDir(), "cache")}
+	for _, key := range []string{
+		"../../../../../../../../../../../../../../../../../../../../../x",
+		strings.Repeat("A", 64), "", "ab", sum("x")[:63] + "/",
+	} {
+		p := c.Path("debs", key)
+		if rel, err := filepath.Rel(c.Dir, p); err != nil || strings.HasPrefix(rel, "..") || filepath.Base(p) != "invalid" {
+			t.Errorf("Path(%q) = %s", key, p)
+		}
+		if key == "" {
+			continue
+		}
+		if _, err := c.Create("debs", key); err == nil {
+			t.Errorf("Create(%q) accepted it", key)
+		}
+		if err := c.PutAt("manifests", key, []byte("{}")); err == nil {
+			t.Errorf("PutAt(%q) accepted it", key)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.Dir, "invalid")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("something was stored as invalid: %v", err)
+	}
+	// A named file planted larger than its bound is not read.
+	os.MkdirAll(filepath.Join(c.Dir, "releases"), 0o755)
+	os.WriteFile(filepath.Join(c.Dir, "releases", "big"), make([]byte, 2048), 0o644)
+	if _, err := c.GetNamed("releases", "big", 1024); err == nil {
+		t.Error("GetNamed read a file past its bound")
+	}
+	if b, err := c.GetNamed("releases", "big", 4096); err != nil || len(b) != 2048 {
+		t.Errorf("GetNamed within the bound: %d bytes, %v", len(b), err)
+	}
+}

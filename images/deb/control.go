@@ -36,10 +36,16 @@ func (p Paragraph) Get(name string) string {
 	return ""
 }
 
-// ParagraphReader reads paragraphs one at a time.
+// ParagraphReader reads paragraphs one at a time, in time linear in
+// their size: a field's continuation lines are gathered in one buffer
+// and made a string once, when the field ends (appending each line to
+// a string would copy the field once per line, and a field of 200,000
+// lines — 10 MB — would take minutes).
 type ParagraphReader struct {
 	r    *bufio.Reader
 	line int
+	// value gathers the value of the field being read.
+	value []byte
 }
 
 // NewParagraphReader reads paragraphs from r.
@@ -47,9 +53,20 @@ func NewParagraphReader(r io.Reader) *ParagraphReader {
 	return &ParagraphReader{r: bufio.NewReaderSize(r, 256<<10)}
 }
 
+// Line is the number of the last line read, for messages.
+func (pr *ParagraphReader) Line() int { return pr.line }
+
 // Next returns the next paragraph, or io.EOF after the last.
 func (pr *ParagraphReader) Next() (Paragraph, error) {
 	var p Paragraph
+	// end closes the field being read: its value becomes a string.
+	end := func() Paragraph {
+		if len(p) > 0 {
+			p[len(p)-1].Value = string(pr.value)
+		}
+		pr.value = pr.value[:0]
+		return p
+	}
 	for {
 		line, err := pr.r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -60,7 +77,7 @@ func (pr *ParagraphReader) Next() (Paragraph, error) {
 		}
 		if len(line) == 0 && err != nil {
 			if err == io.EOF && len(p) > 0 {
-				return p, nil
+				return end(), nil
 			}
 			return nil, err
 		}
@@ -69,7 +86,7 @@ func (pr *ParagraphReader) Next() (Paragraph, error) {
 		switch {
 		case len(bytes.TrimSpace(l)) == 0:
 			if len(p) > 0 {
-				return p, nil
+				return end(), nil
 			}
 		case l[0] == '#':
 			// dpkg allows comments in control files.
@@ -77,17 +94,22 @@ func (pr *ParagraphReader) Next() (Paragraph, error) {
 			if len(p) == 0 {
 				return nil, fmt.Errorf("line %d: continuation line before any field", pr.line)
 			}
-			p[len(p)-1].Value += "\n" + string(l)
+			pr.value = append(append(pr.value, '\n'), l...)
 		default:
 			i := bytes.IndexByte(l, ':')
 			if i <= 0 {
-				return nil, fmt.Errorf("line %d: %q is not a field", pr.line, l)
+				return nil, fmt.Errorf("line %d: %q is not a field", pr.line, truncate(l, 80))
 			}
-			p = append(p, Field{Name: string(l[:i]), Value: strings.TrimLeft(string(l[i+1:]), " \t")})
+			if !validFieldName(l[:i]) {
+				return nil, fmt.Errorf("line %d: %q is not a field name", pr.line, truncate(l[:i], 80))
+			}
+			end()
+			p = append(p, Field{Name: string(l[:i])})
+			pr.value = append(pr.value, bytes.TrimLeft(l[i+1:], " \t")...)
 		}
 		if err == io.EOF {
 			if len(p) > 0 {
-				return p, nil
+				return end(), nil
 			}
 			return nil, io.EOF
 		}
@@ -95,6 +117,29 @@ func (pr *ParagraphReader) Next() (Paragraph, error) {
 			return nil, err
 		}
 	}
+}
+
+// validFieldName reports whether a field name is one deb822 allows:
+// printable US-ASCII other than space and colon, not starting with
+// "#" or "-" (Debian Policy 5.1).
+func validFieldName(b []byte) bool {
+	if len(b) == 0 || b[0] == '#' || b[0] == '-' {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c > '~' || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate shortens b for a message.
+func truncate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "…"
 }
 
 // ParseControl reads a single paragraph, such as a package's control

@@ -1,8 +1,11 @@
 // Package deb reads Debian binary packages: the ar container, the
 // control archive (control file, maintainer scripts, md5sums, conffiles,
 // triggers) and the data archive, each tar compressed with gzip, xz,
-// zstd, bzip2 or not at all. It reads; it never writes to disk, so what
-// a package may do with its paths is decided by the caller.
+// zstd, bzip2, lzma or not at all — what dpkg reads. It reads; it never
+// writes to disk, so what a package may do with its paths is decided by
+// the caller. Nothing is decompressed without a bound: the control
+// archive at most MaxControl bytes, the data archive at most
+// Package.MaxData.
 package deb
 
 import (
@@ -21,7 +24,23 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"github.com/ulikunitz/xz/lzma"
 )
+
+// MaxControl bounds the control archive, uncompressed: every member of it
+// is held in memory. The largest of Debian's (linux-image, for its
+// md5sums) is about 640 kB.
+const MaxControl = 64 << 20
+
+// TooLargeError is an archive member that decompresses past its bound.
+type TooLargeError struct {
+	Member string
+	Limit  int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s decompresses past %d bytes; stopped there", e.Member, e.Limit)
+}
 
 // Member is one file of the control archive.
 type Member struct {
@@ -38,6 +57,10 @@ type Package struct {
 	// postinst, prerm, postrm, config, templates, md5sums, conffiles,
 	// triggers, shlibs, symbols…), by name.
 	Members []Member
+
+	// MaxData bounds the data archive, uncompressed (tar headers
+	// included); 0 means no bound.
+	MaxData int64
 
 	data       io.Reader // the compressed data member
 	dataFormat string
@@ -85,12 +108,18 @@ func Read(r io.Reader) (*Package, error) {
 			if !sawVersion {
 				return nil, errors.New("control.tar before debian-binary: not a .deb")
 			}
+			if err := knownCompression(name); err != nil {
+				return nil, err
+			}
 			if err := p.readControl(body, strings.TrimPrefix(name, "control.tar")); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 		case strings.HasPrefix(name, "data.tar"):
 			if p.Control == nil {
 				return nil, errors.New("data.tar before control.tar or no control file: not a .deb")
+			}
+			if err := knownCompression(name); err != nil {
+				return nil, err
 			}
 			p.data, p.dataFormat = body, strings.TrimPrefix(name, "data.tar")
 			ar.pending = size
@@ -104,6 +133,19 @@ func Read(r io.Reader) (*Package, error) {
 			return nil, err
 		}
 	}
+}
+
+// compressions are the suffixes of the members dpkg reads.
+var compressions = []string{"", ".xz", ".zst", ".gz", ".bz2", ".lzma"}
+
+func knownCompression(member string) error {
+	suffix := member[strings.Index(member, ".tar")+len(".tar"):]
+	for _, c := range compressions {
+		if suffix == c {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: unknown compression %q; dpkg reads a member compressed with xz, zstd, gzip, bzip2, lzma or not at all", member, suffix)
 }
 
 // PureGo makes xz decompression use the Go decoder even when the host
@@ -211,6 +253,12 @@ func decompress(r io.Reader, suffix string) (io.Reader, func(), error) {
 		return z, z.Close, nil
 	case ".bz2":
 		return bzip2.NewReader(r), func() {}, nil
+	case ".lzma":
+		z, err := lzma.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return z, func() {}, nil
 	}
 	return nil, nil, fmt.Errorf("unknown compression %q", suffix)
 }
@@ -221,7 +269,7 @@ func (p *Package) readControl(r io.Reader, suffix string) error {
 		return err
 	}
 	defer done()
-	tr := tar.NewReader(zr)
+	tr := tar.NewReader(&capped{r: zr, left: MaxControl, err: &TooLargeError{Member: "control.tar" + suffix, Limit: MaxControl}})
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -237,7 +285,7 @@ func (p *Package) readControl(r io.Reader, suffix string) error {
 		if strings.Contains(name, "/") {
 			continue
 		}
-		if h.Size > 64<<20 {
+		if h.Size > MaxControl {
 			return fmt.Errorf("control member %s is %d bytes: too large", name, h.Size)
 		}
 		b, err := io.ReadAll(tr)
@@ -263,12 +311,16 @@ func (p *Package) Data(fn func(h *tar.Header, body io.Reader) error) error {
 	if p.data == nil {
 		return errors.New("data archive already read")
 	}
+	member := "data.tar" + p.dataFormat
 	zr, done, err := decompress(p.data, p.dataFormat)
 	p.data = nil
 	if err != nil {
-		return fmt.Errorf("data.tar%s: %w", p.dataFormat, err)
+		return fmt.Errorf("%s: %w", member, damaged(err))
 	}
 	defer done()
+	if p.MaxData > 0 {
+		zr = &capped{r: zr, left: p.MaxData, err: &TooLargeError{Member: member, Limit: p.MaxData}}
+	}
 	tr := tar.NewReader(zr)
 	for {
 		h, err := tr.Next()
@@ -276,17 +328,51 @@ func (p *Package) Data(fn func(h *tar.Header, body io.Reader) error) error {
 			// Read the compressed stream to its end too, so that its
 			// checksum is verified.
 			if _, err := io.Copy(io.Discard, zr); err != nil {
-				return fmt.Errorf("data.tar%s: %w", p.dataFormat, err)
+				return fmt.Errorf("%s: %w", member, damaged(err))
 			}
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("data.tar%s: %w", p.dataFormat, err)
+			return fmt.Errorf("%s: %w", member, damaged(err))
 		}
 		if err := fn(h, tr); err != nil {
 			return err
 		}
 	}
+}
+
+// damaged says what a read error of an archive means.
+func damaged(err error) error {
+	var tl *TooLargeError
+	if errors.As(err, &tl) {
+		return err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("cut short (%w): the archive is incomplete", err)
+	}
+	return fmt.Errorf("damaged: %w", err)
+}
+
+// capped reads r and fails with err once more than left bytes came out.
+type capped struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (c *capped) Read(b []byte) (int, error) {
+	if c.left < 0 {
+		return 0, c.err
+	}
+	if int64(len(b)) > c.left+1 {
+		b = b[:c.left+1]
+	}
+	n, err := c.r.Read(b)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return 0, c.err
+	}
+	return n, err
 }
 
 // arReader reads the common ar format that .debs use.

@@ -239,7 +239,7 @@ func TestDebianPackageSets(t *testing.T) {
 					req.Packages = append(req.Packages, p)
 				}
 			}
-			lock, err := plan(u, signers, &req)
+			lock, err := plan(ctx, u, signers, &req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -126,8 +126,12 @@ func (c *checked) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// damaged removes the blob, which the next build then misses: it
+// unpacks the blob's package again (Unpack checks that every blob a
+// manifest names is present).
 func (c *checked) damaged() error {
-	return fmt.Errorf("content %s in the cache is damaged (SHA-256 %x after %d bytes); delete it and build again", c.path, c.h.Sum(nil), c.n)
+	os.Remove(c.path)
+	return fmt.Errorf("content %s in the cache was damaged (SHA-256 %x after %d bytes); removed it: build again to unpack it anew", c.path, c.h.Sum(nil), c.n)
 }
 
 func (c *checked) Close() error { return c.f.Close() }

@@ -31,12 +31,14 @@ func (e *MissingError) Error() string {
 	return b.String()
 }
 
-// Missing lists the lock's packages the cache can build without: a
-// package is present when its .deb or its unpacked form is cached.
+// Missing lists the lock's packages the cache cannot build: a package
+// is present when its .deb is cached, or its unpacked form with the hash
+// recorded for it (LockPackage.Unpacked). (Whether a cached .deb is whole is checked as
+// it is unpacked; Unpack downloads a damaged one again.)
 func Missing(l *Lock, ca *cache.Cache) []LockPackage {
 	var out []LockPackage
 	for _, p := range l.Packages {
-		if !ca.Has("debs", p.SHA256) && !ca.Has("manifests", p.SHA256) {
+		if !ca.Has("debs", p.SHA256) && !vouched(ca, p) {
 			out = append(out, p)
 		}
 	}
@@ -57,15 +59,20 @@ func Fetch(ctx context.Context, c *apt.Client, l *Lock, ca *cache.Cache, prog Pr
 	if c.Offline {
 		return &MissingError{Packages: missing}
 	}
+	return fetchPackages(ctx, c, missing, ca, prog)
+}
+
+// fetchPackages downloads packages into the cache.
+func fetchPackages(ctx context.Context, c *apt.Client, pkgs []LockPackage, ca *cache.Cache, prog Progress) error {
 	var total int64
-	for _, p := range missing {
+	for _, p := range pkgs {
 		total += p.Size
 	}
-	prog.Begin("downloading", len(missing), total)
+	prog.Begin("downloading", len(pkgs), total)
 	defer prog.End()
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelDownloads)
-	for _, p := range missing {
+	for _, p := range pkgs {
 		g.Go(func() error {
 			if err := fetchOne(ctx, c, p, ca, prog); err != nil {
 				return fmt.Errorf("%s: %w", p.ID(), err)
@@ -92,7 +99,7 @@ func (c counter) Write(b []byte) (int, error) {
 func fetchOne(ctx context.Context, c *apt.Client, p LockPackage, ca *cache.Cache, prog Progress) error {
 	var w *cache.Writer
 	var werr error
-	err := c.Download(ctx, p.URL, func() io.Writer {
+	err := c.Download(ctx, p.URL, p.Size, func() io.Writer {
 		if w != nil {
 			// A retry: the attempt before left a partial file.
 			prog.Bytes(-w.Size())

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/resolve"
@@ -48,6 +49,9 @@ type LockSource struct {
 	Priority int      `json:"priority"`
 	// Signer is the key that signed the Release the lock was made from.
 	Signer string `json:"signer,omitempty"`
+	// Date is that Release's Date: a later lock refuses an older one
+	// (a replay).
+	Date time.Time `json:"date,omitzero"`
 }
 
 // LockPackage is one package of the root file system.
@@ -66,6 +70,14 @@ type LockPackage struct {
 	InstalledSize int64 `json:"installed_size,omitempty"`
 	// Base marks packages of the base set.
 	Base bool `json:"base,omitempty"`
+	// Unpacked is the SHA-256 of the package's unpacked form (its
+	// manifest in the cache), as Unpack made it: a cached manifest is
+	// used only if it has this hash, so that what the cache holds is
+	// checked against something outside it, never trusted. It is not
+	// part of the lock file: it follows from the .deb and appliance's
+	// version, and is kept in the site's state (LoadUnpacked,
+	// SaveUnpacked).
+	Unpacked string `json:"-"`
 }
 
 // ID names a locked package for messages.
@@ -100,11 +112,70 @@ func ReadLock(path string) (*Lock, error) {
 		return nil, fmt.Errorf("%s has format %d; this appliance reads format %d: run appliance lock", path, l.Format, lockFormat)
 	}
 	for _, p := range l.Packages {
-		if len(p.SHA256) != 64 || p.URL == "" || p.Name == "" {
+		if !apt.IsSHA256(p.SHA256) || p.URL == "" || p.Name == "" {
 			return nil, fmt.Errorf("%s: package %q has no URL or SHA-256; run appliance lock", path, p.Name)
+		}
+		if err := apt.CheckPackage(p.Name, p.Version, p.Architecture); err != nil {
+			return nil, fmt.Errorf("%s: %w; run appliance lock", path, err)
 		}
 	}
 	return &l, nil
+}
+
+// UnpackedName is the file, in a site's state folder, that records
+// the hashes of the site's packages' unpacked forms.
+const UnpackedName = "unpacked.json"
+
+// unpackedRecord is that file.
+type unpackedRecord struct {
+	Format int `json:"format"`
+	// Packages maps a .deb's SHA-256 to its manifest's.
+	Packages map[string]string `json:"packages"`
+}
+
+// LoadUnpacked sets the Unpacked hashes of the lock's packages from the
+// record at path (in the site's state, which is trusted as the cache is
+// not); a missing record sets none.
+func (l *Lock) LoadUnpacked(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var r unpackedRecord
+	if err := json.Unmarshal(b, &r); err != nil || r.Format != manifestFormat {
+		// Unreadable or of another format: every package is
+		// unpacked again, and the record written anew.
+		return nil
+	}
+	for i, p := range l.Packages {
+		if v := r.Packages[p.SHA256]; apt.IsSHA256(v) {
+			l.Packages[i].Unpacked = v
+		}
+	}
+	return nil
+}
+
+// SaveUnpacked records the Unpacked hashes of the lock's packages at
+// path, if they differ from what it holds.
+func (l *Lock) SaveUnpacked(path string) error {
+	r := unpackedRecord{Format: manifestFormat, Packages: map[string]string{}}
+	for _, p := range l.Packages {
+		if p.Unpacked != "" {
+			r.Packages[p.SHA256] = p.Unpacked
+		}
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // Encode writes the lock as indented JSON, packages sorted by name.
@@ -124,55 +195,81 @@ func (l *Lock) WriteFile(path string) error {
 	return atomicfile.WriteFile(path, b.Bytes(), 0o644)
 }
 
+// RefuseOlder makes the request refuse, for every source that l was
+// made from (the same name, URL and suite), a Release older than the one
+// l records: a replay of an old Release cannot take a relock back in
+// time, even with the cache emptied.
+func (r *Request) RefuseOlder(l *Lock) {
+	if l == nil {
+		return
+	}
+	for _, s := range r.Sources {
+		for _, ls := range l.Sources {
+			if ls.Name == s.Name && ls.URL == strings.TrimSuffix(s.URL, "/") && ls.Suite == s.Suite {
+				s.NotBefore = ls.Date
+			}
+		}
+	}
+}
+
 // Universe fetches and verifies every source's Release and indexes and
 // indexes the packages they offer for the request's architecture, in
 // the order of the sources and of their components, which decides ties
 // between providers as apt's sources.list order does (see package
 // resolve).
-func Universe(ctx context.Context, c *apt.Client, req *Request) (*resolve.Universe, map[string]string, error) {
+func Universe(ctx context.Context, c *apt.Client, req *Request) (*resolve.Universe, map[string]*apt.Release, error) {
 	if len(req.Sources) == 0 {
 		return nil, nil, errors.New("no apt sources; name at least one in the spec's os block")
 	}
 	var all []*apt.Package
-	signers := map[string]string{}
+	releases := map[string]*apt.Release{}
 	for _, s := range req.Sources {
 		rel, err := c.Release(ctx, s)
 		if err != nil {
 			return nil, nil, err
 		}
-		signers[s.Name] = rel.Signer
+		releases[s.Name] = rel
 		pkgs, err := c.Packages(ctx, s, rel, req.Arch)
 		if err != nil {
 			return nil, nil, err
 		}
 		all = append(all, pkgs...)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	u, err := resolve.NewUniverse(all, req.Arch)
-	return u, signers, err
+	return u, releases, err
 }
 
 // Plan reads the sources and resolves the request: the base set plus
 // the requested packages and their dependencies.
 func Plan(ctx context.Context, c *apt.Client, req *Request) (*Lock, error) {
-	u, signers, err := Universe(ctx, c, req)
+	u, releases, err := Universe(ctx, c, req)
 	if err != nil {
 		return nil, err
 	}
-	return plan(u, signers, req)
+	return plan(ctx, u, releases, req)
 }
 
-// plan resolves the request over indexed sources; signers names the
-// key that signed each source's Release.
-func plan(u *resolve.Universe, signers map[string]string, req *Request) (*Lock, error) {
+// plan resolves the request over indexed sources; releases are the
+// sources' verified Releases, by source name.
+func plan(ctx context.Context, u *resolve.Universe, releases map[string]*apt.Release, req *Request) (*Lock, error) {
 	base := u.Required()
 	want := append(append([]string{}, base...), req.Packages...)
 	pkgs, err := resolve.Resolve(u, want)
 	if err != nil {
 		return nil, fmt.Errorf("resolving the packages: %w", err)
 	}
+	// The resolver does not watch ctx: a plan interrupted while it ran
+	// ends here, and nothing is made of it.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	l := &Lock{Format: lockFormat, Inputs: req.Inputs(), Suite: req.Suite, Arch: req.Arch, Base: baseRule, Sources: req.lockSources()}
 	for i := range l.Sources {
-		l.Sources[i].Signer = signers[l.Sources[i].Name]
+		rel := releases[l.Sources[i].Name]
+		l.Sources[i].Signer, l.Sources[i].Date = rel.Signer, rel.Date.UTC()
 	}
 	l.Requested = append([]string{}, req.Packages...)
 	sort.Strings(l.Requested)
@@ -240,7 +337,7 @@ func (l *Lock) Changes(r *Request) []string {
 	}
 	old := map[string]LockSource{}
 	for _, s := range l.Sources {
-		s.Signer = ""
+		s.Signer, s.Date = "", time.Time{}
 		old[s.Name] = s
 	}
 	now := map[string]bool{}

@@ -10,7 +10,20 @@
 //
 // Plan is skipped when an appliance.lock fits the request (Lock.Fits).
 // Unpack keeps every package's unpacked form in the cache (content blobs
-// and a manifest), so a warm build never decompresses anything.
+// and a manifest), so a warm build never decompresses anything; the
+// manifest is used only when it has the SHA-256 recorded outside the
+// cache, in the site's state (Lock.LoadUnpacked, Lock.SaveUnpacked), so
+// that an altered cache is unpacked again rather than believed.
+//
+// What a package may hold is what dpkg would unpack, less what an image
+// must not get: paths that leave the tree (absolute, "..", through a
+// symlink, hard links likewise), names with a newline or longer than a
+// file system takes, device nodes and FIFOs (Debian Policy 10.6 forbids
+// them; appliance makes /dev/console itself), a control file that names
+// another package or sets dpkg's own status fields, and a data archive
+// that decompresses past twice its Installed-Size. Modes are the
+// package's, setuid and setgid included, as with dpkg; symlink targets
+// are kept as written and are never followed on the build host.
 // Maintainer scripts never run on the build host: the tree is left as
 // dpkg --unpack leaves a system — every package "install ok unpacked",
 // conffiles beside their place as NAME.dpkg-new and marked newconffile,

@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/deb"
 	"github.com/appliance/appliance/images/tree"
@@ -27,6 +29,12 @@ type UnpackOptions struct {
 	// lock.
 	SourceDateEpoch *int64
 	Progress        Progress
+	// Client, when set (and online), downloads again what the cache
+	// turns out to lack or to hold damaged: a .deb that is not the
+	// lock's, or one needed because its package's unpacked form is gone,
+	// altered or missing a blob. Without it such packages are reported
+	// as a *MissingError.
+	Client *apt.Client
 }
 
 // EpochFromEnv reads SOURCE_DATE_EPOCH from an environment list; nil
@@ -59,60 +67,28 @@ var mergedUsr = map[string][]string{
 // Unpack assembles the lock's packages into a file tree, with the dpkg
 // database as dpkg --unpack leaves it. Packages not unpacked before are
 // unpacked into the cache first, in parallel; after that, a build reads
-// only manifests. The .debs (or their manifests) must be in the cache:
-// run Fetch first.
+// only manifests — each one checked against the SHA-256 recorded for it
+// outside the cache (LockPackage.Unpacked, which a build loads from the
+// site's state with LoadUnpacked). Unpack records that hash for every
+// package it unpacks; SaveUnpacked keeps them. Nothing else in the cache
+// is trusted: a manifest without the recorded hash, or whose blobs are
+// gone, is made again from the .deb, and a .deb that is not the lock's
+// is downloaded again (with opt.Client). Unpack stops when ctx is done.
 func Unpack(ctx context.Context, l *Lock, ca *cache.Cache, opt UnpackOptions) (*tree.Tree, error) {
-	prog := opt.Progress
-	if prog == nil {
-		prog = NoProgress{}
-	}
 	manifests := make([]*Manifest, len(l.Packages))
 	var todo []int
-	var missing []LockPackage
 	for i, p := range l.Packages {
-		if m, ok := readManifest(ca, p.SHA256); ok {
+		if m, ok := readManifest(ca, p); ok {
 			manifests[i] = m
 			continue
 		}
-		if !ca.Has("debs", p.SHA256) {
-			missing = append(missing, p)
-		}
 		todo = append(todo, i)
 	}
-	if len(missing) > 0 {
-		return nil, &MissingError{Packages: missing}
+	if err := unpackAll(ctx, l, ca, opt, todo, manifests); err != nil {
+		return nil, err
 	}
-	if len(todo) > 0 {
-		// Largest first: the kernel alone is a third of the bytes, and
-		// started last it would leave the other cores idle at the end.
-		slices.SortStableFunc(todo, func(a, b int) int { return cmp.Compare(l.Packages[b].Size, l.Packages[a].Size) })
-		var total int64
-		for _, i := range todo {
-			total += l.Packages[i].Size
-		}
-		prog.Begin("unpacking", len(todo), total)
-		g, _ := errgroup.WithContext(ctx)
-		g.SetLimit(runtime.GOMAXPROCS(0))
-		for _, i := range todo {
-			g.Go(func() error {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				m, err := makeManifest(ca, l.Packages[i], l.Arch)
-				if err != nil {
-					return err
-				}
-				manifests[i] = m
-				prog.Bytes(l.Packages[i].Size)
-				prog.Item(l.Packages[i].Name)
-				return nil
-			})
-		}
-		err := g.Wait()
-		prog.End()
-		if err != nil {
-			return nil, err
-		}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 
 	epoch := int64(0)
@@ -137,7 +113,88 @@ func Unpack(ctx context.Context, l *Lock, ca *cache.Cache, opt UnpackOptions) (*
 	if opt.SourceDateEpoch != nil {
 		u.t.Clamp(epoch)
 	}
-	return u.t, nil
+	return u.t, ctx.Err()
+}
+
+// unpackAll unpacks the packages todo indexes, downloading first the
+// .debs that are not in the cache, and again those found damaged.
+func unpackAll(ctx context.Context, l *Lock, ca *cache.Cache, opt UnpackOptions, todo []int, manifests []*Manifest) error {
+	prog := opt.Progress
+	if prog == nil {
+		prog = NoProgress{}
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		var missing []LockPackage
+		for _, i := range todo {
+			if !ca.Has("debs", l.Packages[i].SHA256) {
+				missing = append(missing, l.Packages[i])
+			}
+		}
+		if len(missing) > 0 {
+			if opt.Client == nil || opt.Client.Offline || attempt > 1 {
+				return &MissingError{Packages: missing}
+			}
+			if err := fetchPackages(ctx, opt.Client, missing, ca, prog); err != nil {
+				return err
+			}
+		}
+		damaged, err := unpackSome(ctx, l, ca, prog, todo, manifests)
+		if err != nil {
+			return err
+		}
+		todo = damaged
+	}
+	return nil
+}
+
+// unpackSome unpacks packages in parallel, recording their manifests'
+// hashes in l; it returns those whose cached .deb was damaged
+// (and is now removed).
+func unpackSome(ctx context.Context, l *Lock, ca *cache.Cache, prog Progress, todo []int, manifests []*Manifest) ([]int, error) {
+	// Largest first: the kernel alone is a third of the bytes, and
+	// started last it would leave the other cores idle at the end.
+	slices.SortStableFunc(todo, func(a, b int) int { return cmp.Compare(l.Packages[b].Size, l.Packages[a].Size) })
+	var total int64
+	for _, i := range todo {
+		total += l.Packages[i].Size
+	}
+	prog.Begin("unpacking", len(todo), total)
+	defer prog.End()
+	var mu sync.Mutex
+	var damaged []int
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, i := range todo {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			m, sum, err := makeManifest(gctx, ca, l.Packages[i], l.Arch)
+			var dd *damagedDebError
+			if errors.As(err, &dd) {
+				mu.Lock()
+				damaged = append(damaged, i)
+				mu.Unlock()
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			manifests[i] = m
+			l.Packages[i].Unpacked = sum
+			prog.Bytes(l.Packages[i].Size)
+			prog.Item(l.Packages[i].Name)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	slices.Sort(damaged)
+	return damaged, nil
 }
 
 // unpacker assembles packages into a tree as dpkg --unpack would.

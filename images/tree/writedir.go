@@ -172,7 +172,10 @@ func copyBlob(dst *os.File, e *Entry, blobs Blobs, verify bool) error {
 		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != e.Blob || n != e.Size {
-		return fmt.Errorf("content %s in the cache is damaged (SHA-256 %s, %d bytes); delete it and build again", blobs.BlobPath(e.Blob), got, n)
+		// Removed, the blob is missed by the next build, which unpacks
+		// its package again.
+		os.Remove(blobs.BlobPath(e.Blob))
+		return fmt.Errorf("content %s in the cache was damaged (SHA-256 %s, %d bytes); removed it: build again to unpack it anew", blobs.BlobPath(e.Blob), got, n)
 	}
 	return nil
 }

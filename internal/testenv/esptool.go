@@ -200,7 +200,7 @@ func fetchDeb(ctx context.Context, c *apt.Client, ca *cache.Cache, p *apt.Packag
 	}
 	var w *cache.Writer
 	var werr error
-	err := c.Download(ctx, p.URL(), func() io.Writer {
+	err := c.Download(ctx, p.URL(), p.Size, func() io.Writer {
 		if w != nil {
 			w.Abort()
 		}
