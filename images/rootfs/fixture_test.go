@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/appliance/appliance/internal/testenv"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -601,9 +602,10 @@ func TestFixtureDpkgConfigure(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("writes device nodes and ownership: needs root")
 	}
+	testenv.Require(t, "dpkg")
 	out, err := exec.Command("dpkg", "--print-architecture").Output()
 	if err != nil {
-		t.Skip("no dpkg")
+		t.Fatal(err)
 	}
 	arch := strings.TrimSpace(string(out))
 	e := newRepo(t, &fixture.Repo{Debs: goodDebs(arch), Arch: arch})
@@ -669,9 +671,7 @@ func TestFixtureTar(t *testing.T) {
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Error("two tars of one tree differ")
 	}
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("no tar")
-	}
+	testenv.Require(t, "tar")
 	cmd := exec.Command("tar", "-tv", "--numeric-owner", "--full-time", "-f", "-")
 	cmd.Stdin = &a
 	out, err := cmd.Output()
@@ -763,11 +763,7 @@ func debugfs(t *testing.T, img, req string) string {
 // with its hard links, device nodes, setuid bits and times; a damaged
 // blob fails the write.
 func TestFixtureExt4(t *testing.T) {
-	for _, p := range []string{"e2fsck", "debugfs"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skip("no " + p)
-		}
-	}
+	testenv.Require(t, "e2fsck", "debugfs")
 	e := newRepo(t, &fixture.Repo{Debs: goodDebs("arm64")})
 	_, tr, err := e.build(t, e.request(t, e.url, "tool"))
 	if err != nil {

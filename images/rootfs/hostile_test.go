@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/appliance/appliance/internal/testenv"
 	"io"
 	"io/fs"
 	"net/http"
@@ -261,13 +262,7 @@ func TestFixtureCacheRepair(t *testing.T) {
 		}
 	})
 	t.Run("blob altered", func(t *testing.T) {
-		for _, p := range []string{"e2fsck", "debugfs"} {
-			if _, err := os.Stat("/sbin/" + p); err != nil {
-				if _, err := os.Stat("/usr/sbin/" + p); err != nil {
-					t.Skip("no " + p)
-				}
-			}
-		}
+		testenv.Require(t, "e2fsck", "debugfs")
 		e, l, tr := built(t)
 		blob := e.ca.BlobPath(tr.Get("usr/lib/libfoo.so.1").Blob)
 		os.WriteFile(blob, []byte("FLE"), 0o644)
