@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/appliance/appliance/internal/testenv"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +26,7 @@ import (
 	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/images/sbom"
 	"github.com/appliance/appliance/images/tree"
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 var testKey, otherKey = mustKey("archive"), mustKey("intruder")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/appliance/appliance/internal/testenv"
 	"io"
 	"io/fs"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/fixture"
 	"github.com/appliance/appliance/images/tree"
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 // TestFixtureHostileDebs: every hostile package of the fixture is
