@@ -137,6 +137,9 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		if err := s.fn(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
+		if err := interrupted(ctx, opt.OutDir); err != nil {
+			return nil, err
+		}
 	}
 	var err error
 	if b.srcHash, err = opt.Programs.Key(ctx, g.Arch); err != nil {
@@ -179,6 +182,11 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		if err := s.fn(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
+		// Ctrl-C or SIGTERM: stop after the step under way, and publish
+		// nothing (the temporary folder goes).
+		if err := interrupted(ctx, opt.OutDir); err != nil {
+			return nil, err
+		}
 	}
 	b.info.Seconds = time.Since(start).Seconds()
 	if err := writeInfo(tmp, b.info); err != nil {
@@ -200,6 +208,16 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 	return &Result{Dir: opt.OutDir, Info: b.info, Tree: t}, nil
+}
+
+// ErrInterrupted is a build stopped by its context (Ctrl-C, SIGTERM).
+var ErrInterrupted = errors.New("interrupted")
+
+func interrupted(ctx context.Context, out string) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w; %s was left as it was", ErrInterrupted, out)
+	}
+	return nil
 }
 
 func (b *builder) resolve(ctx context.Context) error {

@@ -2,6 +2,7 @@ package build_test
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -241,4 +242,42 @@ func compareTree(t *testing.T, tr *tree.Tree, blobs tree.Blobs, root string) {
 		return nil
 	})
 	t.Logf("compared %d entries", len(seen))
+}
+
+// cancelOn cancels a context when a line starting with step is logged.
+type cancelOn struct {
+	step   string
+	cancel context.CancelFunc
+	log    bytes.Buffer
+}
+
+func (c *cancelOn) Write(b []byte) (int, error) {
+	if bytes.HasPrefix(b, []byte(c.step)) {
+		c.cancel()
+	}
+	return c.log.Write(b)
+}
+
+// TestInterrupted: a build stopped by Ctrl-C or SIGTERM in any of its
+// steps says so and publishes nothing: no output folder, no temporary
+// one left beside it.
+func TestInterrupted(t *testing.T) {
+	d := demoBuild(t)
+	for _, step := range []string{"resolve", "download", "unpack", "programs", "site", "nodes", "image"} {
+		t.Run(step, func(t *testing.T) {
+			dir := t.TempDir()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			opt := d.opt
+			log := &cancelOn{step: step, cancel: cancel}
+			opt.OutDir, opt.Log = filepath.Join(dir, "demo"), log
+			_, err := build.Build(ctx, opt)
+			if !errors.Is(err, build.ErrInterrupted) && !errors.Is(err, context.Canceled) {
+				t.Fatalf("a build cancelled after %s: %v\n%s", step, err, log.log.String())
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("an interrupted build left %v", ents)
+			}
+		})
+	}
 }
