@@ -146,9 +146,20 @@ func pushOne(ctx context.Context, e *Env, out io.Writer, path string, sf *specFl
 		}
 		defer gw.Close()
 		if rollback {
-			fmt.Fprintf(out, "%-10s %s: returning to the previous generation\n", "rollback", r.Gateway)
+			cur, err := gw.Current()
+			if err != nil {
+				return err
+			}
+			if cur == nil {
+				return fmt.Errorf("appliance manages nothing on %s yet: there is no generation to return from", r.Gateway)
+			}
+			r.From = cur.Generation
+			fmt.Fprintf(out, "%-10s %s: returning from generation %d to the one before\n", "rollback", r.Gateway, r.From)
 			if err := gw.Rollback(ctx, eventPrinter(out)); err != nil {
 				return err
+			}
+			if cur, err = gw.Current(); err == nil && cur != nil {
+				r.To = cur.Generation
 			}
 			return nil
 		}
