@@ -25,10 +25,6 @@ import (
 	"github.com/appliance/appliance/state"
 )
 
-// FlashSize is the nodes' flash: the 4 MB of the common ESP32-S3 and
-// ESP32 modules.
-const FlashSize = 4 << 20
-
 // Firmware is what the site's nodes run of one spec firmware, signed
 // and published.
 type Firmware struct {
@@ -115,7 +111,7 @@ func (r *Resolved) nodes(st *state.Store, now time.Time) error {
 // firmware signs one firmware and publishes it into the OTA tree.
 func (r *Resolved) firmware(sf *spec.Firmware, keys firmwareKeys, ids []identity.Identity, st *state.Store, now time.Time) (*Firmware, *firmware.Output, error) {
 	fw := firmware.Firmware{Name: sf.Name, Chip: sf.Chip, Version: sf.Version, SecureVersion: sf.SecureVersion,
-		FlashSize: FlashSize, SigningKeys: []crypto.Signer{keys.boot}, ManifestKey: keys.manifest}
+		FlashSize: int(sf.FlashSize), SigningKeys: []crypto.Signer{keys.boot}, ManifestKey: keys.manifest}
 	if sf.Image != "" {
 		var err error
 		if fw.App, err = os.ReadFile(sf.Image); err != nil {

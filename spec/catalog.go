@@ -73,6 +73,13 @@ var Boards = map[string]*Board{
 	},
 }
 
+// DefaultFlashSize is the flash of the common ESP32 and ESP32-S3
+// modules; FlashSizes are the sizes the nodes' partition table is laid
+// out for.
+const DefaultFlashSize = 4 << 20
+
+var FlashSizes = []int64{2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20}
+
 // Chip describes an ESP32 family member a sensor node can run on.
 type Chip struct {
 	ID   string `json:"id"`

@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,12 +25,12 @@ const (
 
 var firmwareSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
-		{Name: "chip", Required: true}, {Name: "version", Required: true}, {Name: "image"}, {Name: "secure_version"},
+		{Name: "chip", Required: true}, {Name: "version", Required: true}, {Name: "image"}, {Name: "secure_version"}, {Name: "flash_size"},
 	},
 }
 
 func (d *decoder) decodeFirmware(blk *hcl.Block, ctx *hcl.EvalContext, dir string, opts Options) (Firmware, bool) {
-	fw := Firmware{Name: blk.Labels[0], Where: Where{Block: blk.DefRange}}
+	fw := Firmware{Name: blk.Labels[0], FlashSize: DefaultFlashSize, Where: Where{Block: blk.DefRange}}
 	if !fwNameRe.MatchString(fw.Name) {
 		d.errorAt(blk.LabelRanges[0], "Invalid firmware name", fmt.Sprintf("%q cannot name a firmware: use lowercase letters, digits, '_' and '-' (at most 31), starting with a letter.", fw.Name))
 		return fw, false
@@ -57,6 +58,17 @@ func (d *decoder) decodeFirmware(blk *hcl.Block, ctx *hcl.EvalContext, dir strin
 			b.fail("image", "Firmware image not found", fmt.Sprintf("No file at %s; build the sensor firmware first (idf.py build), or correct the path.", p))
 		} else {
 			fw.Image = p
+		}
+	}
+	var flash string
+	if b.str("flash_size", &flash) {
+		// Flash sizes are powers of two that data sheets and esptool
+		// write as "4MB": mebibytes, whatever the unit says.
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(flash), "MB"), "MIB"))
+		if err != nil || !slices.Contains(FlashSizes, int64(n)<<20) {
+			b.fail("flash_size", "Unsupported flash size", fmt.Sprintf("%q is not a flash size of the ESP32 modules appliance lays out; use \"2MB\", \"4MB\", \"8MB\", \"16MB\" or \"32MB\", as the module's data sheet says.", flash))
+		} else {
+			fw.FlashSize = int64(n) << 20
 		}
 	}
 	if chip, ok := Chips[fw.Chip]; ok {

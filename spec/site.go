@@ -257,8 +257,11 @@ type Firmware struct {
 	// "" when none has been named yet.
 	Image string `json:"image,omitempty"`
 	// SecureVersion is the anti-rollback counter burnt into eFuses.
-	SecureVersion int   `json:"secure_version"`
-	Where         Where `json:"-"`
+	SecureVersion int `json:"secure_version"`
+	// FlashSize is the nodes' flash in bytes, which the partition table
+	// is laid out for.
+	FlashSize int64 `json:"flash_size"`
+	Where     Where `json:"-"`
 }
 
 // Node is one sensor node. A node block with count = N expands into N

@@ -18,8 +18,9 @@ firmware "b" {
 }
 
 firmware "b" {
-  chip    = "esp32"
-  version = "1.0.0"
+  chip       = "esp32"
+  version    = "1.0.0"
+  flash_size = "3MB"
 }
 
 firmware "Bad" {

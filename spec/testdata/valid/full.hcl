@@ -116,8 +116,9 @@ firmware "th" {
 }
 
 firmware "big" {
-  chip    = "esp32s3"
-  version = "1.0.0"
+  chip       = "esp32s3"
+  version    = "1.0.0"
+  flash_size = "8MB"
 }
 
 node "row" {
