@@ -20,12 +20,14 @@
 package ota
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/appliance/appliance/firmware/espimage"
@@ -116,23 +118,88 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Parse reads manifest bytes (which must have been verified first).
+// Parse reads manifest bytes (which must have been verified first),
+// strictly and exactly as the C firmware's reader does: one JSON object
+// whose known fields each appear once, with their names as written here
+// (encoding/json alone would also take "Format" for "format", and the
+// last of two keys where cJSON takes the first), each with its JSON
+// type (a string, or an integer without fraction or exponent; never
+// null). Unknown fields are ignored.
 func Parse(b []byte) (*Manifest, error) {
 	if len(b) > MaxManifestSize {
 		return nil, fmt.Errorf("a manifest of %d bytes; at most %d", len(b), MaxManifestSize)
 	}
-	var m Manifest
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	if err := dec.Decode(&m); err != nil {
+	fields, err := objectFields(b)
+	if err != nil {
 		return nil, fmt.Errorf("reading the manifest: %w", err)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("reading the manifest: data after the JSON object")
+	var m Manifest
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{
+		{"format", &m.Format}, {"firmware", &m.Firmware}, {"chip", &m.Chip}, {"version", &m.Version},
+		{"secure_version", &m.SecureVersion}, {"manifest_version", &m.ManifestVersion}, {"size", &m.Size},
+		{"sha256", &m.SHA256}, {"path", &m.Path}, {"expires", &m.Expires},
+	} {
+		raw, ok := fields[f.name]
+		if !ok {
+			return nil, fmt.Errorf("reading the manifest: no %q", f.name)
+		}
+		if string(raw) == "null" {
+			return nil, fmt.Errorf("reading the manifest: %q is null", f.name)
+		}
+		if err := json.Unmarshal(raw, f.dst); err != nil {
+			return nil, fmt.Errorf("reading the manifest: %q: %w", f.name, err)
+		}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("the manifest: %w", err)
 	}
 	return &m, nil
+}
+
+// manifestFields are the keys Parse reads; a second one of these is an
+// error, a second one of any other key is not looked at.
+var manifestFields = map[string]bool{
+	"format": true, "firmware": true, "chip": true, "version": true, "secure_version": true,
+	"manifest_version": true, "size": true, "sha256": true, "path": true, "expires": true,
+}
+
+// objectFields splits one JSON object, and nothing after it, into its
+// top-level fields by exact key.
+func objectFields(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil {
+		return nil, err
+	} else if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		if _, dup := fields[key]; dup && manifestFields[key] {
+			return nil, fmt.Errorf("%q appears twice", key)
+		}
+		if _, dup := fields[key]; !dup {
+			fields[key] = raw
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON object")
+	}
+	return fields, nil
 }
 
 // CheckImage reports whether an image is the one the manifest names.
