@@ -33,6 +33,9 @@ import (
 // ConfigFormat is the config.json format this package writes.
 const ConfigFormat = 1
 
+// MaxOTAURL bounds the OTA base URL.
+const MaxOTAURL = 200
+
 // Config is config.json.
 type Config struct {
 	Format int `json:"format"`
@@ -144,8 +147,11 @@ func (c *Config) Validate() error {
 	case !hostRE.MatchString(c.TimeServer):
 		return fmt.Errorf("%s: time server %q is not a host name or address", where, c.TimeServer)
 	}
-	if u, err := url.Parse(c.OTA.URL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(u.Path, "/") {
+	if u, err := url.Parse(c.OTA.URL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(u.Path, "/") || !urlChars(c.OTA.URL) {
 		return fmt.Errorf("%s: OTA URL %q: an https URL without a trailing slash, query or fragment", where, c.OTA.URL)
+	}
+	if len(c.OTA.URL) > MaxOTAURL {
+		return fmt.Errorf("%s: OTA URL %q: at most %d bytes (the firmware builds its URLs from it in fixed buffers)", where, c.OTA.URL, MaxOTAURL)
 	}
 	for k, v := range c.Tags {
 		if k == "" || len(k) > 64 || len(v) > 256 || !utf8.ValidString(k) || !utf8.ValidString(v) {
@@ -153,6 +159,17 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// urlChars: visible ASCII without a backslash, which is what the
+// firmware copies into its URLs.
+func urlChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] >= 0x7F || s[i] == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func isPrintableASCII(s string) bool {
