@@ -14,8 +14,10 @@ FUZZ_LOAD ?= 60000x
 FUZZ_DECODE ?= 400000x
 FUZZ_ESPIMAGE ?= 200000x
 FUZZ_LITTLEFS ?= 400000x
+# The C firmware's libFuzzer targets count runs too (about 7 s each).
+FUZZ_FIRMWARE ?= 1000000
 
-.PHONY: all build generate demo test unit race fuzz lint deps bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
+.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
 
 all: build
 
@@ -35,13 +37,24 @@ demo: build
 	APPLIANCE_VAR_wifi_psk="$${APPLIANCE_VAR_wifi_psk:-$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}" \
 		bin/appliance build examples/demo.hcl
 
-test: deps lint unit race fuzz reproducible-programs boot-test
+test: deps lint unit firmware-test race fuzz reproducible-programs boot-test
 
 deps:
 	scripts/deps
 
 unit:
 	$(GO) test -count=1 ./...
+
+# The sensor firmware's program for Linux (firmware/sensor/README.md):
+# firmware/sensor/build-host/sensor-host.
+firmware-host:
+	$(MAKE) -C firmware/sensor host
+
+# The firmware's portable core: strict C11, then its unit tests under
+# AddressSanitizer and UBSan. (Its Go tests, in unit, hold it against
+# the Go side and run it against the real gateway services.)
+firmware-test:
+	$(MAKE) -C firmware/sensor strict test
 
 # The concurrent code again under the race detector: the ingest service
 # and the image writers and digests (-short leaves out what reads the
@@ -62,6 +75,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZ_DECODE) -fuzzminimizetime 5s ./ingest/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_ESPIMAGE) -fuzzminimizetime 5s ./firmware/espimage
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZ_LITTLEFS) -fuzzminimizetime 5s ./firmware/littlefs
+	$(MAKE) -C firmware/sensor fuzz FUZZ_RUNS=$(FUZZ_FIRMWARE)
 
 # The gateway's programs (linux/arm64) must build byte-identically, and
 # be the ones bin/appliance carries.
