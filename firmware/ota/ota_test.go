@@ -217,3 +217,44 @@ func TestDeviceRefuses(t *testing.T) {
 		t.Errorf("the second trusted key: %v", err)
 	}
 }
+
+// TestParseStrict: Parse reads what the device's reader reads, and
+// nothing encoding/json would read more loosely.
+func TestParseStrict(t *testing.T) {
+	key, _ := newKey(t)
+	tree, err := ota.Build(input(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := string(tree.Release.Manifest)
+	for _, tc := range []struct {
+		name, old, new string
+		ok             bool
+	}{
+		{"as built", "", "", true},
+		{"unknown field", `{`, `{"note":[1,{"a":null}],`, true},
+		{"unknown field twice", `{`, `{"x":1,"x":2,`, true},
+		{"escaped key", `"format"`, `"\u0066ormat"`, true},
+		{"known field twice", `"format":1,`, `"format":1,"format":1,`, false},
+		{"another case", `"format"`, `"Format"`, false},
+		{"another case beside, ignored", `{`, `{"Secure_Version":9,`, true},
+		{"null", `"secure_version":2`, `"secure_version":null`, false},
+		{"missing", `"secure_version":2,`, ``, false},
+		{"fraction", `"secure_version":2`, `"secure_version":2.0`, false},
+		{"string", `"secure_version":2`, `"secure_version":"2"`, false},
+		{"data after", "\n", "\n{}", false},
+		{"not an object", `{"format"`, `[{"format"`, false},
+	} {
+		b := strings.Replace(good, tc.old, tc.new, 1)
+		if tc.old != "" && b == good {
+			t.Fatalf("%s: the edit changed nothing", tc.name)
+		}
+		m, err := ota.Parse([]byte(b))
+		if tc.ok != (err == nil) {
+			t.Errorf("%s: Parse = %v, %v", tc.name, m, err)
+		}
+		if tc.ok && *m != *tree.Manifest {
+			t.Errorf("%s: read %+v", tc.name, m)
+		}
+	}
+}
