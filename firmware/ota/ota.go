@@ -122,7 +122,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 // strictly and exactly as the C firmware's reader does: one JSON object
 // whose known fields each appear once, with their names as written here
 // (encoding/json alone would also take "Format" for "format", and the
-// last of two keys where cJSON takes the first), each with its JSON
+// last of two keys where other readers take the first), each with its JSON
 // type (a string, or an integer without fraction or exponent; never
 // null). Unknown fields are ignored.
 func Parse(b []byte) (*Manifest, error) {
