@@ -2,10 +2,7 @@ package sensor_test
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,31 +17,32 @@ import (
 	"time"
 
 	"github.com/appliance/appliance/desired"
-	"github.com/appliance/appliance/firmware"
 	"github.com/appliance/appliance/firmware/bundle"
 	"github.com/appliance/appliance/firmware/espimage"
-	"github.com/appliance/appliance/firmware/identity"
-	"github.com/appliance/appliance/firmware/internal/fwtest"
 	"github.com/appliance/appliance/firmware/littlefs"
 	"github.com/appliance/appliance/firmware/ota"
 	"github.com/appliance/appliance/firmware/partition"
 	"github.com/appliance/appliance/ingest"
+	"github.com/appliance/appliance/internal/fwtest"
 	"github.com/appliance/appliance/internal/testenv"
 	"github.com/appliance/appliance/modules"
-	"github.com/appliance/appliance/pki"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
 )
 
-// gateway is a site's gateway services running on loopback from the
-// files the build generates: mosquitto and nginx with the modules'
-// config, the ingest service with the ingest module's, and influxd.
+// gateway is a site built as `appliance build` builds it (desired's
+// Resolve: the gateway's files, the signed firmware in the OTA tree,
+// every node's bundle) with its services running on loopback from the
+// generated files: mosquitto and nginx with the modules' config, the
+// ingest service with the ingest module's, and influxd.
 type gateway struct {
 	t                 *testing.T
+	dir, root         string
+	ports             [4]int
 	site              *spec.Site
 	g                 *desired.Gateway
 	st                *state.Store
-	root              string
+	built             *desired.Resolved
 	mosquitto, nginx  *testenv.Proc
 	influx            *testenv.Proc
 	influxURL, adminP string
@@ -54,12 +52,39 @@ type gateway struct {
 func newGateway(t *testing.T) *gateway {
 	testenv.Require(t, "mosquitto", "nginx", "influxd")
 	dir := t.TempDir()
-	ports := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
+	gw := &gateway{t: t, dir: dir, root: filepath.Join(dir, "root")}
+	for i := range gw.ports {
+		gw.ports[i] = testenv.FreePort(t)
+	}
+	st, err := state.Open(filepath.Join(dir, "state"), state.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	gw.st = st
+	return gw
+}
+
+// build builds the site with an app image of the given version, as
+// `appliance build` does after `idf.py build`: it loads the spec, signs
+// and publishes the firmware (recording the release in the state, so
+// that the next manifest's version goes on from it) and writes the
+// gateway's files.
+func (gw *gateway) build(version string) *desired.Resolved {
+	t := gw.t
+	image := filepath.Join(gw.dir, "build-"+version, "sensor.bin")
+	os.MkdirAll(filepath.Dir(image), 0o755)
+	app := fwtest.App{Chip: espimage.ESP32S3, Version: version, DataSize: 150000, Seed: uint64(len(version)) + uint64(version[len(version)-3])}.Image()
+	if err := os.WriteFile(image, app, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	src := fmt.Sprintf(`
 site "fw" {}
 gateway "gw" {
   board    = "qemu-arm64"
-  hostname = "localhost"
+  hostname = "testgw"
+  # where the nodes reach it: the test's loopback
+  address  = "localhost"
 }
 mqtt     { port = %d }
 https    { port = %d }
@@ -73,7 +98,8 @@ ingest   {
 }
 firmware "sensor" {
   chip    = "esp32s3"
-  version = "1.0.0"
+  version = "%s"
+  image   = "%s"
 }
 node "bench" {
   count    = 2
@@ -83,8 +109,8 @@ node "bench" {
   wifi     = { ssid = "lab", psk = "long enough passphrase" }
   tags     = { room = "lab" }
 }
-`, ports[0], ports[1], ports[2], ports[3])
-	path := filepath.Join(dir, "site.hcl")
+`, gw.ports[0], gw.ports[1], gw.ports[2], gw.ports[3], version, image)
+	path := filepath.Join(gw.dir, "site.hcl")
 	os.WriteFile(path, []byte(src), 0o644)
 	site, rep := spec.Load(path, spec.Options{Environ: []string{"HOME=/nonexistent"}})
 	if rep.HasErrors() {
@@ -96,43 +122,44 @@ node "bench" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := state.Open(filepath.Join(dir, "state"), state.Options{Create: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if res, err := st.Ensure(g.Wants, false); err != nil || res.Errors() {
+	if res, err := gw.st.Ensure(g.Wants, false); err != nil || res.Errors() {
 		t.Fatalf("state: %v %+v", err, res)
 	}
-	gw := &gateway{t: t, site: site, g: g, st: st, root: filepath.Join(dir, "root")}
-	gw.writeTree()
-	return gw
+	gw.site, gw.g = site, g
+	gw.apply()
+	for _, fw := range gw.built.Firmware {
+		if fw.Release != nil {
+			if err := gw.st.SaveRelease(fw.Name, *fw.Release); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return gw.built
 }
 
 func (gw *gateway) path(p string) string { return filepath.Join(gw.root, p) }
 
-// writeTree writes the gateway's files and moves their paths under the
-// test's root (the test runs the services as root, from there).
-func (gw *gateway) writeTree() {
+// apply resolves the gateway's files and writes them, moving their
+// paths under the test's root (the test runs the services as root,
+// from there).
+func (gw *gateway) apply() {
 	t := gw.t
-	files, err := gw.g.Files(gw.st)
+	r, err := gw.g.Resolve(gw.st, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := gw.g.WriteTree(gw.root, files); err != nil {
+	if err := r.Apply(desired.Folder{Root: gw.root}); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"/var/lib/mosquitto", "/var/lib/appliance/ota"} {
-		os.MkdirAll(gw.path(d), 0o755)
-	}
-	os.Chmod(gw.path("/var/lib/appliance/ota"), 0o755)
+	gw.built = r
+	os.MkdirAll(gw.path("/var/lib/mosquitto"), 0o755)
 	testenv.Rewrite(t, gw.path("/etc/mosquitto/mosquitto.conf"),
 		"/etc/mosquitto/", gw.path("/etc/mosquitto")+"/",
 		"/var/lib/mosquitto/", gw.path("/var/lib/mosquitto")+"/",
 		"user mosquitto", "user root")
 	testenv.Rewrite(t, gw.path("/etc/nginx/nginx.conf"),
 		"/etc/nginx/appliance/", gw.path("/etc/nginx/appliance")+"/",
-		"/var/lib/appliance/ota/", gw.path("/var/lib/appliance/ota")+"/",
+		"/var/lib/appliance/ota/", gw.path(modules.OTADir)+"/",
 		"/run/nginx/nginx.pid", gw.path("/nginx.pid"),
 		"worker_processes auto;", "worker_processes 1;\nuser root;")
 }
@@ -257,76 +284,13 @@ func (gw *gateway) stateFile(rel string) []byte {
 	return b
 }
 
-func (gw *gateway) key(rel string) crypto.Signer {
-	gw.t.Helper()
-	k, err := pki.ParseKey(gw.stateFile(rel))
-	if err != nil {
-		gw.t.Fatal(err)
-	}
-	return k
-}
-
-// identities are the nodes' identities as the build makes them, from
-// the spec and the state.
-func (gw *gateway) identities() []identity.Identity {
-	t := gw.t
-	pub, err := x509.MarshalPKIXPublicKey(gw.key("ota/" + state.ManifestKey).Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifestKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-	host := gw.site.Gateway.Hostname
-	var ids []identity.Identity
-	for _, n := range gw.site.Nodes {
-		ids = append(ids, identity.Identity{
-			Config: identity.Config{
-				Format: identity.ConfigFormat, Node: n.Name, Firmware: n.Firmware,
-				WiFi:       identity.WiFi{SSID: n.WiFi.SSID, PSK: n.WiFi.PSK.Reveal()},
-				MQTT:       identity.MQTT{Host: host, Port: gw.site.MQTT.Port, Topic: "sensors/" + n.Name + "/reading"},
-				IntervalMS: n.Interval.Milliseconds(), Sensor: identity.Sensor{Type: n.Sensor.Type, Pin: n.Sensor.Pin},
-				OTA:        identity.OTA{URL: fmt.Sprintf("https://%s:%d%s", host, gw.site.HTTPS.Port, strings.TrimSuffix(gw.site.OTA.Path, "/"))},
-				TimeServer: host, Tags: n.Tags,
-			},
-			CA: gw.stateFile("pki/ca.crt"), Cert: gw.stateFile("pki/issued/" + n.Name + ".crt"), Key: gw.stateFile("pki/issued/" + n.Name + ".key"),
-			ManifestKeys: [][]byte{manifestKey},
-		})
-	}
-	return ids
-}
-
-// build runs firmware.Build for an app of the given version, as
-// `appliance build` does, and publishes its OTA tree where nginx serves
-// it. It returns the output (the nodes' bundles, the signed app).
-func (gw *gateway) build(version string, previous *ota.Release) *firmware.Output {
-	t := gw.t
-	fw := gw.site.Firmware[0]
-	out, err := firmware.Build(firmware.Firmware{
-		Name: fw.Name, Chip: fw.Chip, Version: version, SecureVersion: fw.SecureVersion, FlashSize: 4 << 20,
-		App:         fwtest.App{Chip: espimage.ESP32S3, Version: version, SecureVersion: uint32(fw.SecureVersion), DataSize: 150000, Seed: uint64(len(version))}.Image(),
-		SigningKeys: []crypto.Signer{gw.key("ota/" + state.SecureBootKey)}, ManifestKey: gw.key("ota/" + state.ManifestKey),
-		ManifestExpires: time.Now().AddDate(0, 1, 0), Previous: previous,
-	}, gw.identities(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ota.Write(gw.path("/var/lib/appliance/ota"), out.OTA.Files); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// export writes node i's identity image's files into a folder, as
+// export writes a node's identity image's files into a folder, as
 // `appliance node export NODE DIR` does: a plain copy of the LittleFS
 // image's tree.
-func export(t *testing.T, out *firmware.Output, i int) string {
-	var img []byte
-	for _, f := range out.Bundles[i].Files {
-		if f.Path == bundle.IdentityFile {
-			img = f.Data
-		}
-	}
+func export(t *testing.T, r *desired.Resolved, name string) string {
+	img := bundleFile(t, r, name, bundle.IdentityFile)
 	if len(img) != partition.LittleFSSize {
-		t.Fatalf("bundle %d: an identity image of %d bytes", i, len(img))
+		t.Fatalf("%s: an identity image of %d bytes", name, len(img))
 	}
 	fs, err := littlefs.Read(img, littlefs.ESP32BlockSize)
 	if err != nil {
@@ -345,6 +309,36 @@ func export(t *testing.T, out *firmware.Output, i int) string {
 		}
 	}
 	return dir
+}
+
+// bundleFile is one file of a node's bundle.
+func bundleFile(t *testing.T, r *desired.Resolved, node, file string) []byte {
+	t.Helper()
+	for _, n := range r.Nodes {
+		if n.Name == node {
+			for _, f := range n.Bundle.Files {
+				if f.Path == file {
+					return f.Data
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s in %s's bundle", file, node)
+	return nil
+}
+
+// manifest is the firmware's published manifest.
+func (gw *gateway) manifest() *ota.Manifest {
+	gw.t.Helper()
+	b, err := os.ReadFile(gw.path(modules.OTADir + "/sensor/manifest.json"))
+	if err != nil {
+		gw.t.Fatal(err)
+	}
+	m, err := ota.Parse(b)
+	if err != nil {
+		gw.t.Fatal(err)
+	}
+	return m
 }
 
 // node is the host firmware running one node.
@@ -483,12 +477,12 @@ func onceEach(t *testing.T, pts []point, boot int64) (max int64) {
 func TestHostFirmware(t *testing.T) {
 	host, _ := programs(t)
 	gw := newGateway(t)
+	first := gw.build("1.0.0")
 	gw.startMosquitto()
 	gw.startNginx()
 	gw.startIngest(gw.startInflux())
-	first := gw.build("1.0.0", nil)
 
-	bench1 := startNode(t, host, export(t, first, 0), "")
+	bench1 := startNode(t, host, export(t, first, "bench-1"), "")
 	boot1 := int64(1)
 	pts := gw.waitPoints("bench-1", "three readings", 30*time.Second, bench1, func(p []point) bool { return len(p) >= 3 })
 	if pts[0].boot != boot1 || pts[0].fw != "1.0.0" {
@@ -521,15 +515,16 @@ func TestHostFirmware(t *testing.T) {
 	})
 
 	t.Run("OTA", func(t *testing.T) {
-		next := gw.build("1.1.0", &first.OTA.Release)
-		if next.OTA.Manifest.ManifestVersion != 2 {
-			t.Fatalf("manifest version %d", next.OTA.Manifest.ManifestVersion)
+		next := gw.build("1.1.0")
+		if m := gw.manifest(); m.ManifestVersion != 2 || m.Version != "1.1.0" {
+			t.Fatalf("the build published %+v", m)
 		}
+		signed := bundleFile(t, next, "bench-1", bundle.AppFile)
 		bench1.waitLog(t, "OTA: installed version 1.1.0 (manifest version 2); restarting into it", 30*time.Second, 1)
 		bench1.waitLog(t, "app 1.1.0 marked valid (manifest version 2)", 30*time.Second, 1)
 		slot, err := os.ReadFile(bench1.slot)
-		if err != nil || !bytes.Equal(slot, next.SignedApp) {
-			t.Fatalf("the slot holds %d bytes (%v), not the signed image of 1.1.0 (%d bytes)", len(slot), err, len(next.SignedApp))
+		if err != nil || !bytes.Equal(slot, signed) {
+			t.Fatalf("the slot holds %d bytes (%v), not the signed image of 1.1.0 (%d bytes)", len(slot), err, len(signed))
 		}
 		if b, _ := os.ReadFile(filepath.Join(bench1.state, "ota_mv")); strings.TrimSpace(string(b)) != "2" {
 			t.Errorf("the stored manifest version is %q, want 2", b)
@@ -545,17 +540,17 @@ func TestHostFirmware(t *testing.T) {
 
 		// A build whose image was changed on the way is refused after
 		// the download, and the slot keeps what it had.
-		third := gw.build("1.2.0", &next.OTA.Release)
-		img := gw.path("/var/lib/appliance/ota/" + third.OTA.Manifest.Path)
+		gw.build("1.2.0")
+		img := gw.path(modules.OTADir + "/" + gw.manifest().Path)
 		b, _ := os.ReadFile(img)
 		b[len(b)/2] ^= 0xFF
 		os.WriteFile(img, b, 0o644)
 		bench1.waitLog(t, "OTA: refused the image", 30*time.Second, 1)
-		if slot, _ := os.ReadFile(bench1.slot); !bytes.Equal(slot, next.SignedApp) {
+		if slot, _ := os.ReadFile(bench1.slot); !bytes.Equal(slot, signed) {
 			t.Error("a refused image changed the slot")
 		}
 		// A manifest changed after signing is refused before it is read.
-		m := gw.path("/var/lib/appliance/ota/sensor/manifest.json")
+		m := gw.path(modules.OTADir + "/sensor/manifest.json")
 		mb, _ := os.ReadFile(m)
 		os.WriteFile(m, bytes.Replace(mb, []byte(`"1.2.0"`), []byte(`"1.2.1"`), 1), 0o644)
 		bench1.waitLog(t, "OTA: refused the manifest (signature)", 30*time.Second, 1)
@@ -571,7 +566,7 @@ func TestHostFirmware(t *testing.T) {
 		if _, err := gw.st.Revoke("bench-2", "keyCompromise", gw.g.Wants); err != nil {
 			t.Fatal(err)
 		}
-		gw.writeTree()
+		gw.apply()
 		// Both read the CRL when they start.
 		gw.mosquitto.Stop()
 		gw.nginx.Stop()
@@ -582,7 +577,7 @@ func TestHostFirmware(t *testing.T) {
 		state := t.TempDir()
 		os.WriteFile(filepath.Join(state, "otadata"), []byte("state=new\nversion=1.3.0\nsecure_version=0\nprevious_version=1.0.0\nprevious_secure_version=0\n"), 0o600)
 		os.WriteFile(filepath.Join(state, "ota_pending"), []byte("9\n"), 0o600)
-		bench2 := startNode(t, host, export(t, first, 1), state, "--rollback-after", "4000")
+		bench2 := startNode(t, host, export(t, first, "bench-2"), state, "--rollback-after", "4000")
 		bench2.waitLog(t, "app 1.3.0 has not reached the broker in 4000 ms: rolling back", 30*time.Second, 1)
 		bench2.waitLog(t, "running 1.0.0; the update of manifest version 9 did not stay and will not be tried again", 30*time.Second, 1)
 		if b, _ := os.ReadFile(filepath.Join(state, "ota_mv")); strings.TrimSpace(string(b)) != "9" {
