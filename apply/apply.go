@@ -107,6 +107,7 @@ type applier struct {
 	fs       *fsys
 	out      io.Writer
 	events   int
+	step     string // of the last event
 	failed   bool
 	lockFile *os.File
 }
@@ -197,8 +198,8 @@ func (a *applier) locked(ctx context.Context, cmd func(context.Context) error) e
 		err = cmd(ctx)
 	}
 	if err != nil && !a.failed {
-		step := "rollback"
-		if errors.As(err, new(errRefused)) {
+		step := a.step
+		if step == "" || errors.As(err, new(errRefused)) {
 			step = "verify"
 		}
 		a.emit(generation.Event{Step: step, Message: err.Error(), Failed: true})
@@ -286,6 +287,7 @@ func (a *applier) emit(e generation.Event) {
 	if e.Failed {
 		a.failed = true
 	}
+	a.step = e.Step
 	b, _ := json.Marshal(e)
 	a.out.Write(append(b, '\n'))
 	a.events++

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -100,6 +101,27 @@ func killSetup(t *testing.T, failing bool) (g *gateway, m1, m2 *generation.Manif
 	}
 	g.stage(m2)
 	return g, m1, m2, before
+}
+
+// fullSwitch is the events of a switch to generation 2 that nothing
+// interrupts.
+func fullSwitch(t *testing.T) []generation.Event {
+	g, _, _, _ := killSetup(t, false)
+	evs, code := g.runBinary(0, "switch")
+	if code != 0 {
+		t.Fatalf("a whole switch: exit %d\n%s", code, dump(evs))
+	}
+	return evs
+}
+
+// firstEvent is the number (from 1) of the first event of a step.
+func firstEvent(evs []generation.Event, step string) int {
+	for i, e := range evs {
+		if e.Step == step {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 var acted = []string{"daemon-reload", "reload broker.service", "restart web.service", "restart demo.service"}
@@ -200,15 +222,8 @@ func TestKillDuringRollback(t *testing.T) {
 // recover after each of its events: the next recover still ends on
 // generation 1.
 func TestKillDuringRecover(t *testing.T) {
+	check := firstEvent(fullSwitch(t), "check")
 	g, m1, m2, before := killSetup(t, false)
-	full, _ := g.runBinary(0, "switch")
-	check := 0
-	for i, e := range full {
-		if e.Step == "check" && check == 0 {
-			check = i + 1
-		}
-	}
-	g, m1, m2, before = killSetup(t, false)
 	g.runBinary(check, "switch")
 	g.clearCalls()
 	rec, code := g.runBinary(0, "recover")
@@ -238,10 +253,9 @@ func TestKillDuringRecover(t *testing.T) {
 // systemd read the unit it put back, and restarts nothing: the
 // services have not started yet.
 func TestRecoverAtBoot(t *testing.T) {
+	check := firstEvent(fullSwitch(t), "check")
 	g, m1, m2, before := killSetup(t, false)
-	full, _ := g.runBinary(0, "switch")
-	g, m1, m2, before = killSetup(t, false)
-	g.runBinary(len(full)-3, "switch") // during the checks
+	g.runBinary(check, "switch")
 	g.clearCalls()
 	if evs, code := g.runBinary(0, "recover", "--boot"); code != 0 {
 		t.Fatalf("recover --boot: exit %d\n%s", code, dump(evs))
@@ -258,4 +272,51 @@ func TestRecoverAtBoot(t *testing.T) {
 	if evs, code := g.runBinary(0, "recover", "--boot"); code != 0 || len(evs) != 1 || len(g.calls()) != 0 {
 		t.Errorf("recover with nothing to do: exit %d, calls %q\n%s", code, g.calls(), dump(evs))
 	}
+}
+
+// TestKillFirstGeneration: an interrupted first switch, onto a gateway
+// with no generation, is undone to nothing managed and no current.
+func TestKillFirstGeneration(t *testing.T) {
+	g := newGateway(t)
+	if _, code := g.runBinary(0, "recover"); code != 0 {
+		t.Fatal("recover on a fresh gateway failed")
+	}
+	m1 := g.gen1()
+	g.stage(m1)
+	full, code := g.runBinary(0, "switch")
+	if code != 0 {
+		t.Fatalf("first switch: exit %d\n%s", code, dump(full))
+	}
+	install := 0
+	for i, e := range full {
+		if e.Step == "install" && strings.HasPrefix(e.Message, "installed /etc/demo/keys") {
+			install = i + 1
+		}
+	}
+	g = newGateway(t)
+	g.runBinary(0, "recover")
+	before := withoutAccounts(g.digest())
+	g.stage(g.gen1())
+	g.runBinary(install, "switch")
+	if evs, code := g.runBinary(0, "recover"); code != 0 || last(evs).Generation != 0 {
+		t.Fatalf("recover: exit %d\n%s", code, dump(evs))
+	}
+	if d := testenv.DiffTrees(before, withoutAccounts(g.digest())); d != "" {
+		t.Errorf("after recover:\n%s", d)
+	}
+	if _, err := os.Lstat(filepath.Join(g.root, currentPath)); !os.IsNotExist(err) {
+		t.Errorf("current after undoing the first generation: %v", err)
+	}
+}
+
+// withoutAccounts leaves out /etc/passwd and the like: accounts are made
+// before the journal and stay.
+func withoutAccounts(digest string) string {
+	var keep []string
+	for _, l := range strings.Split(digest, "\n") {
+		if !strings.HasPrefix(l, "etc/passwd") && !strings.HasPrefix(l, "etc/group") && !strings.HasPrefix(l, "etc/shadow") && !strings.HasPrefix(l, "etc/gshadow") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

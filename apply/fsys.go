@@ -54,8 +54,10 @@ func (f *fsys) dir(p string) (*os.File, error) {
 		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
-		if err == unix.ELOOP {
-			return nil, fmt.Errorf("%s: a link on the gateway lies on the way (%s); appliance writes nothing through a link", p, f.linkOnWay(p))
+		if err == unix.ELOOP || err == unix.ENOTDIR {
+			if l := f.linkOnWay(p); l != "" {
+				return nil, fmt.Errorf("%s: a link on the gateway lies on the way (%s); appliance writes nothing through a link", p, l)
+			}
 		}
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: p, Err: err}
@@ -73,7 +75,7 @@ func (f *fsys) linkOnWay(p string) string {
 			return q + " -> " + t
 		}
 	}
-	return p
+	return ""
 }
 
 // node is one name in an opened folder.
@@ -115,6 +117,9 @@ func (n *node) lstat() (st unix.Stat_t, ok bool, err error) {
 // open opens the name for reading if it is a regular file.
 func (n *node) open() (*os.File, error) {
 	fd, err := unix.Openat(n.dfd(), n.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == unix.ELOOP {
+		return nil, fmt.Errorf("%s is a link; appliance reads no file through a link", n.path)
+	}
 	if err != nil {
 		return nil, n.err("open", err)
 	}

@@ -69,13 +69,13 @@ func (a *applier) readFile(p string) ([]byte, error) {
 }
 
 // writeState replaces one of apply's own files, durably.
-func (a *applier) writeState(p string, b []byte) error {
+func (a *applier) writeState(p string, b []byte, mode uint32) error {
 	n, err := a.fs.at(p)
 	if err != nil {
 		return err
 	}
 	defer n.close()
-	_, err = n.writeFile(bytes.NewReader(b), "", 0o644, 0, 0)
+	_, err = n.writeFile(bytes.NewReader(b), "", mode, 0, 0)
 	return err
 }
 
@@ -168,7 +168,7 @@ func (a *applier) writeGeneration(m *generation.Manifest) error {
 	if err := a.fs.mkdirAll(genDir(m.Generation), 0o755); err != nil {
 		return err
 	}
-	return a.writeState(manifestPath(m.Generation), b)
+	return a.writeState(manifestPath(m.Generation), b, 0o644)
 }
 
 // removeGeneration removes generations/N, which holds only apply's own
@@ -238,7 +238,7 @@ func (a *applier) writeJournal(j *journal) error {
 	if err != nil {
 		return err
 	}
-	if err := a.writeState(journalPath, append(b, '\n')); err != nil {
+	if err := a.writeState(journalPath, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing the journal: %w", err)
 	}
 	return nil

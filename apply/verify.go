@@ -70,6 +70,11 @@ func (a *applier) checkPaths(p plan, d *generation.Diff) error {
 			old[e.Path] = true
 		}
 	}
+	for _, e := range p.to.Entries {
+		if strings.HasSuffix(e.Path, ".appliance-tmp") {
+			return fmt.Errorf("%s: names ending in .appliance-tmp are apply's temporary files", e.Path)
+		}
+	}
 	seen := map[string]bool{}
 	way := func(target string) error {
 		var up []string
