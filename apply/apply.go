@@ -8,9 +8,10 @@
 //	appliance-apply recover   undo an apply that was interrupted (--boot at boot)
 //	appliance-apply list      the kept generations, as JSON (Listing)
 //
-// Each prints its progress as JSON lines (generation.Event) and ends
-// with a "done" event naming the generation the gateway is on; it exits
-// 0 when the command did what it was asked, 1 when it did not.
+// switch, rollback and recover print their progress as JSON lines
+// (generation.Event) and end with a "done" event naming the generation
+// the gateway is on; each exits 0 when it did what it was asked, 1 when
+// it did not, 2 on a usage error.
 //
 // # What it guarantees
 //
@@ -21,8 +22,12 @@
 // holds every path the apply touches as it was before (its type, mode,
 // owner, content's SHA-256 or link target, or that it was absent), and
 // the bytes of every such file are in store/ before the journal is
-// written. Every write is a new file in the same folder, synced, then
-// renamed over the old; links likewise; current is a link renamed over.
+// written. Every file is written under a temporary name in its folder
+// and renamed over the old; links likewise; current is a link renamed
+// over. A batch (the store's copies, an install) is made durable with
+// one syncfs per file system before the next step relies on it: the
+// store before the journal, the installed files before current moves
+// and before the commit; the journal and current are synced each time.
 // Journal phases, and what recover does after a stop in each:
 //
 //	(no journal)  nothing under way: the gateway is on current

@@ -26,7 +26,7 @@ var (
 
 // applyBinary builds cmd/appliance-apply once for the tests that kill
 // it.
-func applyBinary(t *testing.T) string {
+func applyBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "appliance-apply-test")

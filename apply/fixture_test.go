@@ -25,7 +25,7 @@ import (
 // call goes into log, and is-active / is-system-running answer from
 // answers, which the test writes.
 type gateway struct {
-	t         *testing.T
+	t         testing.TB
 	root      string
 	log       string
 	answers   string
@@ -56,7 +56,7 @@ esac
 
 // newGateway makes a root with the folders and accounts of a Debian
 // system that the test manifests build on.
-func newGateway(t *testing.T) *gateway {
+func newGateway(t testing.TB) *gateway {
 	t.Helper()
 	testenv.Require(t, "sh", "grep", "sed", "useradd", "groupadd", "usermod")
 	tools := t.TempDir()

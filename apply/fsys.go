@@ -78,11 +78,14 @@ func (f *fsys) linkOnWay(p string) string {
 	return ""
 }
 
-// node is one name in an opened folder.
+// node is one name in an opened folder. A durable node syncs each
+// change (the file's bytes before its rename, the folder after); a
+// batch of changes clears durable and syncs once at its end (flush).
 type node struct {
-	d    *os.File
-	name string
-	path string
+	d       *os.File
+	name    string
+	path    string
+	durable bool
 }
 
 // at opens p's folder. The root itself is not a node.
@@ -94,7 +97,7 @@ func (f *fsys) at(p string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &node{d: d, name: path.Base(p), path: p}, nil
+	return &node{d: d, name: path.Base(p), path: p, durable: true}, nil
 }
 
 func (n *node) close()   { n.d.Close() }
@@ -175,7 +178,7 @@ func (n *node) writeFile(r io.Reader, want string, mode uint32, uid, gid int) (s
 	if err == nil && want != "" && sum != want {
 		err = fmt.Errorf("its content's SHA-256 is %s, not %s", sum, want)
 	}
-	if err == nil {
+	if err == nil && n.durable {
 		err = tmp.Sync()
 	}
 	if err == nil {
@@ -221,6 +224,9 @@ func (n *node) own(dir bool, mode uint32, uid, gid int) error {
 	}
 	if err := unix.Fchmod(fd, mode); err != nil {
 		return n.err("chmod", err)
+	}
+	if !n.durable {
+		return nil
 	}
 	return unix.Fsync(fd)
 }
@@ -276,6 +282,9 @@ func (n *node) remove(dir bool) (notEmpty bool, err error) {
 }
 
 func (n *node) sync() error {
+	if !n.durable {
+		return nil
+	}
 	if err := unix.Fsync(n.dfd()); err != nil {
 		return fmt.Errorf("syncing %s: %w", path.Dir(n.path), err)
 	}
@@ -328,6 +337,48 @@ func (f *fsys) mkdirAll(p string, mode uint32) error {
 		return err
 	}
 	return n.own(true, mode, 0, 0)
+}
+
+// flush makes the changes of a batch under the folders of paths
+// durable: one syncfs per file system they are on, rather than an
+// fsync per file and folder (hundreds of them, each a journal commit
+// on an SD card).
+func (f *fsys) flush(paths []string) error {
+	devs, done := map[uint64]bool{}, map[string]bool{}
+	for _, p := range paths {
+		// The nearest folder that is there (a removed one is not).
+		for dir := path.Dir(p); !done[dir]; dir = path.Dir(dir) {
+			done[dir] = true
+			err := f.syncfs(dir, devs)
+			if err != nil && (!isNotExist(err) || dir == "/") {
+				return err
+			}
+			if err == nil {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (f *fsys) syncfs(dir string, devs map[uint64]bool) error {
+	d, err := f.dir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(d.Fd()), &st); err != nil {
+		return err
+	}
+	if devs[st.Dev] {
+		return nil
+	}
+	devs[st.Dev] = true
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncing the file system of %s: %w", dir, err)
+	}
+	return nil
 }
 
 // kindOf names a file type for messages.

@@ -90,6 +90,7 @@ func (a *applier) hashNode(n *node, save bool) (string, error) {
 		return "", err
 	}
 	defer tmp.close()
+	tmp.durable = false // save flushes the store before the journal
 	sum, err := tmp.writeFile(f, "", 0o600, 0, 0)
 	if err != nil {
 		return "", fmt.Errorf("saving %s into the store: %w", n.path, err)
@@ -119,6 +120,7 @@ func (a *applier) install(states []state, content map[string]string, done func(p
 			order = append(order, s)
 		}
 	}
+	var paths []string
 	for _, s := range order {
 		msg, err := a.put(s, content)
 		if err != nil {
@@ -127,8 +129,9 @@ func (a *applier) install(states []state, content map[string]string, done func(p
 		if msg != "" {
 			done(s.Path, msg)
 		}
+		paths = append(paths, s.Path)
 	}
-	return nil
+	return a.fs.flush(paths)
 }
 
 // put brings one path to its state and says what it did ("" when the
@@ -142,6 +145,7 @@ func (a *applier) put(want state, content map[string]string) (string, error) {
 		return "", err
 	}
 	defer n.close()
+	n.durable = false // install flushes at its end
 	if err := n.removeTmp(); err != nil {
 		return "", err
 	}

@@ -79,7 +79,9 @@ func (a *applier) writeState(p string, b []byte, mode uint32) error {
 	return err
 }
 
-func (a *applier) removeState(p string) error {
+// remove removes one of apply's own files; durably when it must stay
+// removed after a crash.
+func (a *applier) remove(p string, durable bool) error {
 	n, err := a.fs.at(p)
 	if isNotExist(err) {
 		return nil
@@ -88,6 +90,7 @@ func (a *applier) removeState(p string) error {
 		return err
 	}
 	defer n.close()
+	n.durable = durable
 	_, err = n.remove(false)
 	return err
 }
@@ -187,7 +190,7 @@ func (a *applier) removeGeneration(g int) error {
 		return err
 	}
 	for _, name := range names {
-		if err := a.removeState(genDir(g) + "/" + name); err != nil {
+		if err := a.remove(genDir(g)+"/"+name, false); err != nil {
 			return err
 		}
 	}

@@ -58,6 +58,9 @@ func (a *applier) run(ctx context.Context, p plan) error {
 	if err != nil {
 		return err
 	}
+	if err := a.fs.flush([]string{storeDir + "/"}); err != nil {
+		return err
+	}
 	j := &journal{Format: 1, Kind: p.kind, From: p.fromN, To: p.to.Generation, Phase: phaseInstall, Started: a.opt.Now().UTC(), Before: before}
 	if err := a.writeJournal(j); err != nil {
 		return err
@@ -289,7 +292,7 @@ func (a *applier) undo(ctx context.Context, j *journal) error {
 	case j.Restart:
 		a.actions(ctx, from, paths, false)
 	}
-	if err := a.removeState(journalPath); err != nil {
+	if err := a.remove(journalPath, true); err != nil {
 		return err
 	}
 	return a.fsyncState()
@@ -299,7 +302,7 @@ func (a *applier) undo(ctx context.Context, j *journal) error {
 // first generation stays for a rollback, older ones and store blobs no
 // kept generation needs are pruned, staging is emptied.
 func (a *applier) commit(j *journal, from *generation.Manifest) error {
-	if err := a.removeState(journalPath); err != nil {
+	if err := a.remove(journalPath, true); err != nil {
 		return err
 	}
 	if err := a.fsyncState(); err != nil {
@@ -365,7 +368,7 @@ func (a *applier) prune(cur int, prev *generation.Manifest) (gens, blobs int, er
 	}
 	for _, name := range names {
 		if !need[name] {
-			if err := a.removeState(path.Join(storeDir, name)); err != nil {
+			if err := a.remove(path.Join(storeDir, name), false); err != nil {
 				return gens, blobs, err
 			}
 			blobs++
@@ -390,12 +393,12 @@ func (a *applier) clearStaging() error {
 			return err
 		}
 		for _, name := range names {
-			if err := a.removeState(dir + "/" + name); err != nil {
+			if err := a.remove(dir+"/"+name, false); err != nil {
 				return err
 			}
 		}
 	}
-	return a.removeState(stagingDir + "/manifest.json")
+	return a.remove(stagingDir+"/manifest.json", false)
 }
 
 // sameContent reports that two generations manage the same things in

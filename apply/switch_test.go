@@ -230,3 +230,16 @@ func TestWrongGeneration(t *testing.T) {
 		t.Errorf("events:\n%s", dump(evs))
 	}
 }
+
+// TestRemovedAlready: what the generation removes may be gone from the
+// gateway already: the switch reports it and goes on.
+func TestRemovedAlready(t *testing.T) {
+	g := newGateway(t)
+	m1 := g.gen1()
+	g.mustSwitch(m1)
+	must(t, os.RemoveAll(filepath.Join(g.root, "usr/lib/demo")))
+	evs := g.mustSwitch(g.gen2(m1))
+	if find(evs, "save", "/usr/lib/demo is not as generation 1 left it") == nil {
+		t.Errorf("the missing folder is not reported:\n%s", dump(evs))
+	}
+}

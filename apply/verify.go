@@ -76,7 +76,7 @@ func (a *applier) checkPaths(p plan, d *generation.Diff) error {
 		}
 	}
 	seen := map[string]bool{}
-	way := func(target string) error {
+	way := func(target string, removing bool) error {
 		var up []string
 		for q := path.Dir(target); q != "/"; q = path.Dir(q) {
 			up = append(up, q)
@@ -91,7 +91,7 @@ func (a *applier) checkPaths(p plan, d *generation.Diff) error {
 			switch {
 			case err != nil:
 				return err
-			case !ok && !dirs[q]:
+			case !ok && !dirs[q] && !removing:
 				return fmt.Errorf("%s: folder %s is not on the gateway and generation %d does not make it: add it to the generation as a folder", target, q, p.to.Generation)
 			case !ok || st.Mode&unix.S_IFMT == unix.S_IFDIR:
 			case st.Mode&unix.S_IFMT == unix.S_IFLNK:
@@ -104,7 +104,7 @@ func (a *applier) checkPaths(p plan, d *generation.Diff) error {
 		return nil
 	}
 	for _, e := range append(append([]generation.Entry(nil), d.Added...), d.Changed...) {
-		if err := way(e.Path); err != nil {
+		if err := way(e.Path, false); err != nil {
 			return err
 		}
 		st, ok, err := a.lstat(e.Path)
@@ -120,7 +120,8 @@ func (a *applier) checkPaths(p plan, d *generation.Diff) error {
 		}
 	}
 	for _, e := range d.Removed {
-		if err := way(e.Path); err != nil {
+		// What is to go may be gone already, with its folder.
+		if err := way(e.Path, true); err != nil {
 			return err
 		}
 	}
@@ -240,6 +241,7 @@ func (a *applier) stash(src *sources) error {
 		}
 		n, err := a.fs.at(storeDir + "/" + sha)
 		if err == nil {
+			n.durable = false // save flushes the store
 			_, err = n.writeFile(r, sha, 0o600, 0, 0)
 			n.close()
 		}
@@ -295,6 +297,7 @@ func (a *applier) installPackages(ctx context.Context, pkgs []generation.Package
 		}
 		n, err := a.fs.at(debsDir + "/" + pkg.Name + ".deb")
 		if err == nil {
+			n.durable = false // read by dpkg now, not needed after a crash
 			_, err = n.writeFile(r, pkg.SHA256, 0o600, 0, 0)
 			n.close()
 		}
@@ -316,6 +319,6 @@ func (a *applier) installPackages(ctx context.Context, pkgs []generation.Package
 
 func (a *applier) removeDebs(pkgs []generation.Package) {
 	for _, pkg := range pkgs {
-		a.removeState(debsDir + "/" + pkg.Name + ".deb")
+		a.remove(debsDir+"/"+pkg.Name+".deb", false)
 	}
 }
