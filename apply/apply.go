@@ -141,8 +141,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fl.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if fl.NArg() > 0 || (opt.Boot && cmd != "recover") {
+	if fl.NArg() > 0 {
 		fmt.Fprintf(stderr, "appliance-apply %s: unexpected arguments %q\n", cmd, fl.Args())
+		return 2
+	}
+	if opt.Boot && cmd != "recover" {
+		fmt.Fprintf(stderr, "appliance-apply %s: --boot is for recover\n", cmd)
 		return 2
 	}
 	opt.StopAfter, _ = strconv.Atoi(os.Getenv(StopEnv))
@@ -213,7 +217,11 @@ func (a *applier) locked(ctx context.Context, cmd func(context.Context) error) e
 	if cerr != nil && err == nil {
 		err = cerr
 	}
-	a.emit(generation.Event{Step: "done", Message: fmt.Sprintf("the gateway is on generation %d", n), Generation: n})
+	msg := fmt.Sprintf("the gateway is on generation %d", n)
+	if n == 0 {
+		msg = "no generation is on the gateway yet"
+	}
+	a.emit(generation.Event{Step: "done", Message: msg, Generation: n})
 	return err
 }
 

@@ -37,8 +37,12 @@ func (a *applier) run(ctx context.Context, p plan) error {
 	if err != nil {
 		return errRefused{err}
 	}
-	a.event("verify", fmt.Sprintf("generation %d from %d: %d added, %d changed, %d removed; %d files' content verified",
-		p.to.Generation, p.fromN, len(d.Added), len(d.Changed), len(d.Removed), len(src.at)))
+	from := "none"
+	if p.fromN > 0 {
+		from = fmt.Sprint(p.fromN)
+	}
+	a.event("verify", fmt.Sprintf("generation %d (from %s): %d added, %d changed, %d removed; %d files' content verified",
+		p.to.Generation, from, len(d.Added), len(d.Changed), len(d.Removed), len(src.at)))
 	if p.staged && len(d.Packages) > 0 {
 		if err := a.installPackages(ctx, d.Packages); err != nil {
 			return err
@@ -82,7 +86,7 @@ func (a *applier) run(ctx context.Context, p plan) error {
 	if err := a.writeJournal(j); err != nil {
 		return a.rollback(ctx, j, err)
 	}
-	if err := a.actions(ctx, p.to, touched, true); err != nil {
+	if err := a.actions(ctx, d.Actions, touched, true); err != nil {
 		return a.rollback(ctx, j, err)
 	}
 	j.Phase = phaseChecks
@@ -167,11 +171,11 @@ func (a *applier) save(from *generation.Manifest, touched []string) ([]state, er
 	return before, nil
 }
 
-// actions follow the files of generation m at the touched paths:
-// systemd reloads changed units, then m's actions run in order. A
-// failing action fails the apply when stop is set; otherwise (when
-// rolling back) it is reported and the next runs.
-func (a *applier) actions(ctx context.Context, m *generation.Manifest, touched []string, stop bool) error {
+// actions follow a change of the touched paths: systemd reloads
+// changed units, then the actions run in order. A failing action fails
+// the apply when stop is set; otherwise (when rolling back) it is
+// reported and the next runs.
+func (a *applier) actions(ctx context.Context, acts []generation.Action, touched []string, stop bool) error {
 	var errs []error
 	do := func(msg string, prog string, args ...string) error {
 		err := a.runTool(ctx, prog, args...)
@@ -191,13 +195,7 @@ func (a *applier) actions(ctx context.Context, m *generation.Manifest, touched [
 			return err
 		}
 	}
-	if m == nil {
-		return nil
-	}
-	for _, act := range m.Actions {
-		if !matchesAny(act, touched) {
-			continue
-		}
+	for _, act := range acts {
 		var err error
 		if act.Unit != "" {
 			err = do(fmt.Sprintf("%s %s (%s)", act.Do, act.Unit, act.Why), a.opt.Systemctl, act.Do, act.Unit)
@@ -211,13 +209,22 @@ func (a *applier) actions(ctx context.Context, m *generation.Manifest, touched [
 	return errors.Join(errs...)
 }
 
-func matchesAny(act generation.Action, paths []string) bool {
-	for _, p := range paths {
-		if act.Matches(p) {
-			return true
+// matching are the actions of m (nil: none) that a change of paths
+// calls for, as generation.Compare picks them.
+func matching(m *generation.Manifest, paths []string) []generation.Action {
+	if m == nil {
+		return nil
+	}
+	var acts []generation.Action
+	for _, act := range m.Actions {
+		for _, p := range paths {
+			if act.Matches(p) {
+				acts = append(acts, act)
+				break
+			}
 		}
 	}
-	return false
+	return acts
 }
 
 // unitDirs are where systemd reads units and drop-ins from.
@@ -290,7 +297,7 @@ func (a *applier) undo(ctx context.Context, j *journal) error {
 		// the units this run put back.
 		a.actions(ctx, nil, changed, false)
 	case j.Restart:
-		a.actions(ctx, from, paths, false)
+		a.actions(ctx, matching(from, paths), paths, false)
 	}
 	if err := a.remove(journalPath, true); err != nil {
 		return err
