@@ -6,7 +6,7 @@
 //	appliance-apply switch    apply staging/manifest.json (generation N+1)
 //	appliance-apply rollback  return to the previous generation's state
 //	appliance-apply recover   undo an apply that was interrupted (--boot at boot)
-//	appliance-apply list      the kept generations, as JSON (Listing)
+//	appliance-apply list      the kept generations, as JSON (generation.Listing)
 //
 // switch, rollback and recover print their progress as JSON lines
 // (generation.Event) and end with a "done" event naming the generation
@@ -73,7 +73,9 @@
 // rollback) and removes older ones; it keeps in store/ only the bytes of
 // generation N's files (those N+1 changed; the rest are on disk), and
 // empties the staging folder. A rollback keeps staging, so push can try
-// again without uploading again.
+// again without uploading again. Beside the layout of package
+// generation, apply keeps apply.lock (locked while it runs) and, while
+// dpkg runs, debs/ (its checked copies of the staged packages).
 package apply
 
 import (

@@ -3,38 +3,11 @@ package apply
 import (
 	"encoding/json"
 	"io"
-	"time"
+
+	"github.com/appliance/appliance/generation"
 )
 
-// Listing is what appliance-apply list prints, for appliance
-// generations.
-type Listing struct {
-	// Current is the generation the gateway runs (0: none).
-	Current     int      `json:"current"`
-	Generations []Listed `json:"generations"`
-	// UnderWay is an apply that has neither committed nor rolled back
-	// (the next appliance-apply run rolls it back).
-	UnderWay *UnderWay `json:"under_way,omitempty"`
-}
-
-// Listed is one kept generation.
-type Listed struct {
-	Generation int       `json:"generation"`
-	Created    time.Time `json:"created"`
-	Appliance  string    `json:"appliance"`
-	Changes    []string  `json:"changes,omitempty"`
-	Current    bool      `json:"current,omitempty"`
-}
-
-// UnderWay is the journal of an unfinished apply.
-type UnderWay struct {
-	Kind    string    `json:"kind"`
-	From    int       `json:"from"`
-	To      int       `json:"to"`
-	Phase   string    `json:"phase"`
-	Started time.Time `json:"started"`
-}
-
+// list prints the kept generations as a generation.Listing.
 func (a *applier) list(w io.Writer) error {
 	n, _, err := a.current()
 	if err != nil {
@@ -44,20 +17,20 @@ func (a *applier) list(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l := Listing{Current: n, Generations: []Listed{}}
+	l := generation.Listing{Current: n, Generations: []generation.Listed{}}
 	for _, g := range gens {
 		m, err := a.manifest(g)
 		if err != nil {
 			return err
 		}
-		l.Generations = append(l.Generations, Listed{Generation: g, Created: m.Created, Appliance: m.Appliance, Changes: m.Changes, Current: g == n})
+		l.Generations = append(l.Generations, generation.Listed{Generation: g, Created: m.Created, Appliance: m.Appliance, Changes: m.Changes, Current: g == n})
 	}
 	j, err := a.readJournal()
 	if err != nil {
 		return err
 	}
 	if j != nil {
-		l.UnderWay = &UnderWay{Kind: j.Kind, From: j.From, To: j.To, Phase: j.Phase, Started: j.Started}
+		l.UnderWay = &generation.UnderWay{Kind: j.Kind, From: j.From, To: j.To, Phase: j.Phase, Started: j.Started}
 	}
 	b, err := json.MarshalIndent(l, "", " ")
 	if err != nil {

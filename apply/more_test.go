@@ -98,13 +98,13 @@ func managedDiff(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-func (g *gateway) list() Listing {
+func (g *gateway) list() generation.Listing {
 	g.t.Helper()
 	var out, errb strings.Builder
 	if code := Main(context.Background(), []string{"list", "--root", g.root}, &out, &errb); code != 0 {
 		g.t.Fatalf("list: exit %d: %s", code, errb.String())
 	}
-	var l Listing
+	var l generation.Listing
 	must(g.t, json.Unmarshal([]byte(out.String()), &l))
 	return l
 }
