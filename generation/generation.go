@@ -49,6 +49,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Root is where generations live on the gateway.
@@ -205,6 +206,9 @@ type Event struct {
 var (
 	sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	nameRe   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	// packageRe is Debian policy's package name (section 5.6.1).
+	packageRe = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	unitRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_:.@\\-]*\.[a-z]+$`)
 )
 
 // Validate checks a manifest before anything acts on it: the manifest
@@ -253,12 +257,118 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	for _, p := range m.Packages {
+		// The name becomes staging/debs/NAME.deb on the gateway.
+		if !packageRe.MatchString(p.Name) {
+			return fmt.Errorf("package %q: not a Debian package name", p.Name)
+		}
 		if !sha256Re.MatchString(p.SHA256) {
 			return fmt.Errorf("package %s: SHA-256 %q", p.Name, p.SHA256)
 		}
 	}
+	return m.validateRest()
+}
+
+// validateRest checks what apply hands to other programs as arguments
+// (useradd, groupadd, systemctl, an action's command) and what the
+// checks read, so that no value can pass for an option or a field
+// separator.
+func (m *Manifest) validateRest() error {
+	for _, e := range m.Entries {
+		if e.Path == Root || strings.HasPrefix(e.Path, Root+"/") {
+			return fmt.Errorf("entry %s lies in %s, which apply keeps for itself", e.Path, Root)
+		}
+	}
+	for _, g := range m.Groups {
+		if !nameRe.MatchString(g.Name) || g.GID < 0 || g.GID >= 65534 {
+			return fmt.Errorf("group %q, GID %d: want a name such as mosquitto and a GID below 65534", g.Name, g.GID)
+		}
+	}
+	for _, u := range m.Users {
+		if !nameRe.MatchString(u.Name) || u.UID < 0 || u.UID >= 65534 || !nameRe.MatchString(u.Group) {
+			return fmt.Errorf("user %q, UID %d, group %q: want names such as mosquitto and a UID below 65534", u.Name, u.UID, u.Group)
+		}
+		for _, g := range u.Groups {
+			if !nameRe.MatchString(g) {
+				return fmt.Errorf("user %s: group %q", u.Name, g)
+			}
+		}
+		if !cleanAbs(u.Home) || !cleanAbs(u.Shell) || strings.ContainsAny(u.Comment, ":\n") || strings.ContainsFunc(u.Comment, unicode.IsControl) {
+			return fmt.Errorf("user %s: home %q and shell %q must be absolute, clean paths, comment %q without colons or control characters", u.Name, u.Home, u.Shell, u.Comment)
+		}
+	}
+	for _, a := range m.Actions {
+		if err := a.validate(); err != nil {
+			return err
+		}
+	}
+	for _, c := range m.Checks {
+		if err := c.validate(); err != nil {
+			return fmt.Errorf("check %q: %w", c.Name, err)
+		}
+	}
 	return nil
 }
+
+func (a Action) validate() error {
+	switch {
+	case len(a.Paths) == 0:
+		return fmt.Errorf("action %q has no paths", a.Why)
+	case a.Unit != "" && len(a.Run) > 0:
+		return fmt.Errorf("action %q names both a unit and a command", a.Why)
+	case a.Unit != "":
+		if !unitRe.MatchString(a.Unit) || (a.Do != "reload" && a.Do != "restart") {
+			return fmt.Errorf("action %q: unit %q, do %q: want a unit name and reload or restart", a.Why, a.Unit, a.Do)
+		}
+	case len(a.Run) > 0:
+		if !cleanAbs(a.Run[0]) {
+			return fmt.Errorf("action %q: command %q: want the program's absolute path", a.Why, a.Run[0])
+		}
+	default:
+		return fmt.Errorf("action %q names neither a unit nor a command", a.Why)
+	}
+	for _, p := range a.Paths {
+		if !path.IsAbs(p) {
+			return fmt.Errorf("action %q: path %q is not absolute", a.Why, p)
+		}
+	}
+	return nil
+}
+
+func (c Check) validate() error {
+	for _, f := range []string{c.CAFile, c.CertFile, c.KeyFile} {
+		if f != "" && !cleanAbs(f) {
+			return fmt.Errorf("file %q is not an absolute, clean path", f)
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return fmt.Errorf("a client certificate needs both cert_file and key_file")
+	}
+	portOK := c.Port > 0 && c.Port < 65536
+	switch c.Kind {
+	case "unit":
+		if !unitRe.MatchString(c.Unit) {
+			return fmt.Errorf("unit %q", c.Unit)
+		}
+	case "tcp":
+		if !portOK {
+			return fmt.Errorf("port %d", c.Port)
+		}
+	case "tls":
+		if !portOK || c.ServerName == "" || c.CAFile == "" {
+			return fmt.Errorf("tls needs a port, server_name and ca_file")
+		}
+	case "http":
+		if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
+			return fmt.Errorf("url %q: want http:// or https://", c.URL)
+		}
+	case "system":
+	default:
+		return fmt.Errorf("kind %q: want unit, tcp, tls, http or system", c.Kind)
+	}
+	return nil
+}
+
+func cleanAbs(p string) bool { return path.IsAbs(p) && path.Clean(p) == p }
 
 // Sort puts the entries in the order apply installs them: by path, so a
 // folder comes before what it holds.

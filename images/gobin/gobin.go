@@ -46,6 +46,7 @@ var Gateway = []string{
 	Module + "/cmd/appliance-init",
 	Module + "/cmd/ingest",
 	Module + "/cmd/appliance-setup",
+	Module + "/cmd/appliance-apply",
 }
 
 // Arches are the gateway architectures a release binary carries

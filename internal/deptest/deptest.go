@@ -11,6 +11,7 @@ var Gateway = []string{
 	"github.com/appliance/appliance/cmd/appliance-init",
 	"github.com/appliance/appliance/cmd/ingest",
 	"github.com/appliance/appliance/cmd/appliance-setup",
+	"github.com/appliance/appliance/cmd/appliance-apply",
 }
 
 // Forbidden are the import path prefixes a gateway program must not
