@@ -87,6 +87,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/appliance/appliance/generation"
@@ -104,9 +105,15 @@ type options struct {
 	Systemctl, Dpkg             string
 	Useradd, Groupadd, Usermod  string
 	CheckTimeout, ActionTimeout time.Duration
-	Boot                        bool
-	Now                         func() time.Time
-	StopAfter                   int
+	// Runner runs the actions' commands (argv after it) instead of
+	// running them itself: with a root that is not /, a command would act
+	// on the machine, not on the root.
+	Runner string
+	// Checks limits the checks to these kinds; none means all.
+	Checks    []string
+	Boot      bool
+	Now       func() time.Time
+	StopAfter int
 }
 
 type applier struct {
@@ -191,6 +198,11 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fl.DurationVar(&o.CheckTimeout, "check-timeout", 60*time.Second, "how long the checks may take to pass, retried")
 	fl.DurationVar(&o.ActionTimeout, "action-timeout", 2*time.Minute, "how long one action or tool may run")
 	fl.BoolVar(&o.Boot, "boot", false, "recover at boot, before the services start: restart nothing")
+	fl.StringVar(&o.Runner, "run", "", "run the actions' commands through this `program` (a root that is not / needs one)")
+	fl.Func("checks", "run only the checks of these `kinds` (comma-separated: unit, tcp, tls, http, system)", func(v string) error {
+		o.Checks = strings.Split(v, ",")
+		return nil
+	})
 	return fl
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -200,7 +201,13 @@ func (a *applier) actions(ctx context.Context, acts []generation.Action, touched
 		if act.Unit != "" {
 			err = do(fmt.Sprintf("%s %s (%s)", act.Do, act.Unit, act.Why), a.opt.Systemctl, act.Do, act.Unit)
 		} else {
-			err = do(fmt.Sprintf("%s (%s)", strings.Join(act.Run, " "), act.Why), act.Run[0], act.Run[1:]...)
+			prog, args := act.Run[0], act.Run[1:]
+			if a.opt.Runner != "" {
+				prog, args = a.opt.Runner, act.Run
+			} else if filepath.Clean(a.opt.Root) != "/" {
+				return fmt.Errorf("%s would act on this machine, not on the root %s: give --run", strings.Join(act.Run, " "), a.opt.Root)
+			}
+			err = do(fmt.Sprintf("%s (%s)", strings.Join(act.Run, " "), act.Why), prog, args...)
 		}
 		if err != nil {
 			return err

@@ -44,18 +44,21 @@ func runGenerations(ctx context.Context, e *Env, args []string) error {
 		return err
 	}
 	defer gw.Close()
-	gens, err := gw.Generations(ctx)
+	l, err := gw.Generations(ctx)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		b, _ := json.MarshalIndent(gens, "", "  ")
+		b, _ := json.MarshalIndent(l, "", "  ")
 		fmt.Fprintf(e.Stdout, "%s\n", b)
 		return nil
 	}
+	if u := l.UnderWay; u != nil {
+		fmt.Fprintf(e.Stdout, "An apply from generation %d to %d (%s) was interrupted in its %s phase; the next push, or the next boot, rolls it back.\n", u.From, u.To, u.Kind, u.Phase)
+	}
 	tw := tabwriter.NewWriter(e.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\tGENERATION\tCREATED\tAPPLIANCE\tCHANGES")
-	for _, g := range gens {
+	for _, g := range l.Generations {
 		mark := ""
 		if g.Current {
 			mark = "*"
@@ -64,7 +67,7 @@ func runGenerations(ctx context.Context, e *Env, args []string) error {
 		if len(changes) > 100 {
 			changes = changes[:97] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", mark, g.Generation, g.Created, g.Appliance, changes)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", mark, g.Generation, g.Created.Local().Format("2006-01-02 15:04"), g.Appliance, changes)
 	}
 	return tw.Flush()
 }

@@ -45,8 +45,8 @@ appliance push --parallel 8 sites/*.hcl          # many gateways at once`,
 
 // pushFlags are the flags push, generations and plan --remote share.
 type pushFlags struct {
-	host, jump, key *string
-	trustNew        *bool
+	host, jump, key, user *string
+	trustNew              *bool
 	// root and applyArgs are for tests: the gateway's root folder and the
 	// apply program's extra arguments (a stand-in systemctl).
 	root      *string
@@ -61,6 +61,7 @@ func addPushFlags(fs *pflag.FlagSet) *pushFlags {
 		host:     fs.String("host", "", "connect to HOST:PORT instead of the spec's gateway address (e.g. 127.0.0.1:2222 for appliance vm)"),
 		jump:     fs.String("jump", "", "reach the gateway through a bastion, [user@]host[:port] (as ssh -J)"),
 		key:      fs.String("key", "", "log in with this private key instead of the state's deploy key (ssh-agent keys are tried first)"),
+		user:     fs.String("user", "", "log in as this user (default: the spec's gateway admin)"),
 		trustNew: fs.Bool("trust-new-host-key", false, "take the host key the gateway shows when the state has none (a gateway appliance did not build)"),
 		root:     fs.String("gateway-root", "", ""),
 		arch:     fs.String("gateway-arch", "", ""),
@@ -181,12 +182,12 @@ func pushOne(ctx context.Context, e *Env, out io.Writer, path string, sf *specFl
 		if planOnly {
 			return nil
 		}
-		st, err := gw.Stage(ctx, diff, push.Upload{Manifest: next.Manifest, Blobs: next.Blobs, Debs: p.debs(diff), Apply: p.applySHA})
+		st, err := gw.Stage(ctx, diff, push.Upload{Current: cur, Manifest: next.Manifest, Blobs: next.Blobs, Debs: p.debs(diff), Apply: p.applySHA})
 		if err != nil {
 			return fmt.Errorf("uploading: %w", err)
 		}
 		fmt.Fprintf(out, "%-10s %d files, %s (%d already on the gateway)\n", "upload", st.Files, formatBytes(st.Bytes), st.Reused)
-		if err := gw.Switch(ctx, p.applySHA, eventPrinter(out)); err != nil {
+		if err := gw.Switch(ctx, cur, p.applySHA, eventPrinter(out)); err != nil {
 			if errors.Is(err, push.ErrRolledBack) {
 				r.RolledBack = true
 			}
@@ -376,6 +377,9 @@ func (p *pushPrep) close() { p.st.Close() }
 // --host), the admin, the host key and deploy key of the state.
 func target(site *spec.Site, st *state.Store, pf *pushFlags) (push.Target, error) {
 	t := push.Target{User: site.Gateway.Admin.User, Jump: *pf.jump, TrustNew: *pf.trustNew}
+	if *pf.user != "" {
+		t.User = *pf.user
+	}
 	t.Addr = *pf.host
 	if t.Addr == "" {
 		if site.Gateway.Address == "" {

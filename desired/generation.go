@@ -62,6 +62,7 @@ func (r *Resolved) Generation(n int, created time.Time, version string, progs []
 		m.Actions = append(m.Actions, generation.Action{Paths: a.Paths, Unit: a.Unit, Do: a.Do, Run: a.Run, Why: a.Why})
 	}
 	m.Checks = checks(r.Checks)
+	g.Manifest = m
 	return g
 }
 

@@ -208,3 +208,35 @@ func TestFirmwareVersionMismatch(t *testing.T) {
 		t.Errorf("a version mismatch: %v", err)
 	}
 }
+
+// TestGenerationValid: the desired gateway, its OTA tree and programs
+// among it, is a generation the apply program takes.
+func TestGenerationValid(t *testing.T) {
+	g, st := fleet(t, t.TempDir(), "1.1.0", "1.1.0")
+	r, err := g.Resolve(st, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := r.Generation(1, time.Now(), "test", []desired.Program{{Path: "/usr/lib/appliance/apply", Data: []byte("apply")}}, nil)
+	if err := gen.Manifest.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range gen.Manifest.Entries {
+		if e.Type == "file" {
+			if b, ok := gen.Blobs[e.SHA256]; !ok || int64(len(b)) != e.Size {
+				t.Errorf("%s: no blob of its content", e.Path)
+			}
+		}
+	}
+	if !strings.Contains(string(mustMarshal(t, gen)), "/var/lib/appliance/ota/sensor/manifest.json") {
+		t.Errorf("the generation does not carry the OTA tree")
+	}
+}
+
+func mustMarshal(t *testing.T, g *desired.Generation) []byte {
+	b, err := g.Manifest.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -55,6 +55,10 @@ import (
 // Root is where generations live on the gateway.
 const Root = "/var/lib/appliance"
 
+// Reserved are what apply keeps under Root; the rest of Root (the OTA
+// tree that Nginx serves) is managed like any other folder.
+var Reserved = []string{"generations", "store", "staging", "current", "apply.json", "apply.lock", "debs"}
+
 // ApplyPath is where the apply program lives on the gateway.
 const ApplyPath = "/usr/lib/appliance/apply"
 
@@ -274,8 +278,13 @@ func (m *Manifest) Validate() error {
 // separator.
 func (m *Manifest) validateRest() error {
 	for _, e := range m.Entries {
-		if e.Path == Root || strings.HasPrefix(e.Path, Root+"/") {
-			return fmt.Errorf("entry %s lies in %s, which apply keeps for itself", e.Path, Root)
+		if e.Path == Root {
+			return fmt.Errorf("entry %s is the folder apply keeps for itself", e.Path)
+		}
+		for _, own := range Reserved {
+			if p := Root + "/" + own; e.Path == p || strings.HasPrefix(e.Path, p+"/") {
+				return fmt.Errorf("entry %s lies in %s, which apply keeps for itself", e.Path, p)
+			}
 		}
 	}
 	for _, g := range m.Groups {

@@ -42,6 +42,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{"package name that climbs", func(m *Manifest) { m.Packages[0].Name = "../x" }, `package "../x": not a Debian package name`},
 		{"entry in apply's folder", func(m *Manifest) { m.Entries[0].Path = "/var/lib/appliance/store" }, "which apply keeps for itself"},
+		{"entry under apply's staging", func(m *Manifest) { m.Entries[0].Path = "/var/lib/appliance/staging/manifest.json" }, "which apply keeps for itself"},
+		{"apply's own folder", func(m *Manifest) { m.Entries[0].Path = "/var/lib/appliance" }, "apply keeps for itself"},
 		{"group name that is an option", func(m *Manifest) { m.Groups[0].Name = "-g" }, `group "-g"`},
 		{"GID out of range", func(m *Manifest) { m.Groups[0].GID = 65534 }, "GID 65534"},
 		{"user name that is an option", func(m *Manifest) { m.Users[0].Name = "--root" }, `user "--root"`},

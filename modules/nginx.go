@@ -61,10 +61,8 @@ func (m *Nginx) Contribute() Contribution {
 	c := Contribution{
 		Summary:  fmt.Sprintf("HTTPS; OTA files at %s for nodes with a client certificate", s.OTA.Path),
 		Packages: []string{"nginx"},
-		Dirs: []Dir{
-			{Path: "/var/lib/appliance", Mode: 0o755, Owner: "root", Group: "root"},
-			{Path: OTADir, Mode: 0o750, Owner: "root", Group: "www-data"},
-		},
+		// OTADir's parent is the apply program's (package generation).
+		Dirs: []Dir{{Path: OTADir, Mode: 0o750, Owner: "root", Group: "www-data"}},
 		Files: []File{
 			text("/etc/nginx/nginx.conf", 0o644, "root", "root", render("nginx.conf", data), r),
 			text("/etc/nginx/appliance/headers.conf", 0o644, "root", "root", render("nginx-headers.conf", data), r),

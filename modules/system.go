@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/appliance/appliance/bootinit"
+	"github.com/appliance/appliance/generation"
 	"github.com/appliance/appliance/spec"
 )
 
@@ -79,21 +80,27 @@ func (m *System) Contribute() Contribution {
 			// networkctl reload applies changed .network files without
 			// taking the links down, so push keeps its connection unless
 			// the address itself changed.
-			{Paths: []string{"/etc/systemd/network/"}, Run: []string{"networkctl", "reload"}, Why: "the network configuration changed", Stage: StageSystem},
+			{Paths: []string{"/etc/systemd/network/"}, Run: []string{"/usr/bin/networkctl", "reload"}, Why: "the network configuration changed", Stage: StageSystem},
 			restart(StageSystem, "systemd-resolved.service", "name resolution changed", "/etc/systemd/resolved.conf.d/"),
 			restart(StageSystem, "systemd-journald.service", "the journal's limits changed", "/etc/systemd/journald.conf.d/"),
-			{Paths: []string{"/etc/sysctl.d/90-appliance.conf"}, Run: []string{"sysctl", "--system"}, Why: "the kernel's settings changed", Stage: StageSystem},
-			{Paths: []string{"/etc/hostname"}, Run: []string{"hostname", "--file", "/etc/hostname"}, Why: "the hostname changed", Stage: StageSystem},
+			{Paths: []string{"/etc/sysctl.d/90-appliance.conf"}, Run: []string{"/usr/lib/systemd/systemd-sysctl"}, Why: "the kernel's settings changed", Stage: StageSystem},
+			{Paths: []string{"/etc/hostname"}, Run: []string{"/usr/bin/hostname", "--file", "/etc/hostname"}, Why: "the hostname changed", Stage: StageSystem},
 		},
 	}
 	c.Packages = append(c.Packages, g.Hardware.Packages...)
-	c.Programs = []Program{{Package: "github.com/appliance/appliance/cmd/appliance-init", Path: bootinit.InitPath}}
+	c.Programs = []Program{
+		{Package: "github.com/appliance/appliance/cmd/appliance-init", Path: bootinit.InitPath},
+		// appliance push switches the gateway's generations with it.
+		{Package: "github.com/appliance/appliance/cmd/appliance-apply", Path: generation.ApplyPath},
+	}
 	c.Files = append(c.Files, m.network()...)
 	c.Files = append(c.Files, m.aptSources()...)
 	c.Files = append(c.Files, m.boot()...)
-	// The boot partition is mounted where Raspberry Pi OS mounts it.
-	c.Dirs = append(c.Dirs, Dir{Path: "/boot/firmware", Mode: 0o755, Owner: "root", Group: "root"})
-	c.Symlinks = append(c.Symlinks, enable(firstBootCheck, "multi-user.target"))
+	// The boot partition is mounted where Raspberry Pi OS mounts it;
+	// appliance's programs have a folder of their own.
+	c.Dirs = append(c.Dirs, Dir{Path: "/boot/firmware", Mode: 0o755, Owner: "root", Group: "root"},
+		Dir{Path: "/usr/lib/appliance", Mode: 0o755, Owner: "root", Group: "root"})
+	c.Symlinks = append(c.Symlinks, enable(firstBootCheck, "multi-user.target"), enable(applyRecover, "sysinit.target"))
 	if g.Locale != spec.DefaultLocale {
 		// locales' postinst generates what /etc/locale.gen lists.
 		c.Packages = append(c.Packages, "locales")
@@ -121,8 +128,13 @@ func (m *System) Contribute() Contribution {
 	return c
 }
 
-// firstBootCheck is the unit that reports a failed first boot.
-const firstBootCheck = "appliance-firstboot-check.service"
+// firstBootCheck is the unit that reports a failed first boot;
+// applyRecover the one that undoes a push a power cut interrupted,
+// before any service starts.
+const (
+	firstBootCheck = "appliance-firstboot-check.service"
+	applyRecover   = "appliance-apply-recover.service"
+)
 
 // boot: the mounts, and the unit that makes a failed first boot show in
 // the journal and leave the system degraded (appliance's init writes the
@@ -134,9 +146,26 @@ func (m *System) boot() []File {
 		"PARTUUID=@@disk:root@@\t/\text4\tdefaults,noatime,errors=remount-ro\t0\t1\n" +
 		"PARTUUID=@@disk:boot@@\t/boot/firmware\tvfat\tdefaults,noatime,umask=0077,nofail\t0\t2\n"
 	check := fmt.Sprintf("# Written by appliance.\n[Unit]\nDescription=Report a failed appliance first boot\nConditionPathExists=%s\n\n[Service]\nType=oneshot\nExecStart=%s --check\n\n[Install]\nWantedBy=multi-user.target\n", bootinit.FailedMarker, bootinit.InitPath)
+	recover := header("#", m.site.Name) + `[Unit]
+Description=Finish or undo an interrupted appliance push
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target shutdown.target
+Conflicts=shutdown.target
+RequiresMountsFor=` + generation.Root + `
+ConditionPathExists=` + generation.Root + `/apply.json
+
+[Service]
+Type=oneshot
+ExecStart=` + generation.ApplyPath + ` recover --boot
+
+[Install]
+WantedBy=sysinit.target
+`
 	return []File{
 		{Path: "/etc/fstab", Mode: 0o644, Owner: "root", Group: "root", Content: []byte(fstab), Source: Source{Kind: Expand}, Range: r},
 		text("/etc/systemd/system/"+firstBootCheck, 0o644, "root", "root", check, r),
+		text("/etc/systemd/system/"+applyRecover, 0o644, "root", "root", recover, r),
 	}
 }
 

@@ -242,7 +242,9 @@ func (c *Conn) startSFTP() error {
 }
 
 // Run runs argv on the gateway as root, streaming its stdout to out;
-// what it printed on stderr is in the error.
+// what it printed on stderr is in the error. When ctx ends first, Run
+// stops waiting and drops the session without signalling the program:
+// the apply program then finishes or rolls back on its own.
 func (c *Conn) Run(ctx context.Context, argv []string, out io.Writer) error {
 	s, err := c.ssh.NewSession()
 	if err != nil {
@@ -262,7 +264,6 @@ func (c *Conn) Run(ctx context.Context, argv []string, out io.Writer) error {
 		}
 		return err
 	case <-ctx.Done():
-		s.Signal(ssh.SIGTERM)
 		s.Close()
 		return ctx.Err()
 	}

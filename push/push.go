@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/appliance/appliance/generation"
+	"golang.org/x/crypto/ssh"
 )
 
 // Gateway is a connection to one gateway's generations. Root is where
@@ -61,6 +62,9 @@ func (g *Gateway) Current() (*generation.Manifest, error) {
 
 // Upload is what a switch needs on the gateway.
 type Upload struct {
+	// Current is the generation the gateway runs (nil: none): what its
+	// files hold need not be sent.
+	Current  *generation.Manifest
 	Manifest *generation.Manifest
 	// Blobs are the bytes of the files the manifest names, by SHA-256.
 	Blobs map[string][]byte
@@ -91,7 +95,21 @@ func (g *Gateway) Stage(ctx context.Context, d *generation.Diff, u Upload) (Stag
 		}
 	}
 	g.SFTP.Chmod(staging, 0o700)
-	need := []string{u.Apply}
+	// The gateway copies what its current files hold (apply looks for a
+	// blob's content there first), and runs the apply program it has if
+	// it is the one wanted.
+	have := map[string]bool{}
+	if u.Current != nil {
+		for _, e := range u.Current.Entries {
+			if e.Type == generation.File {
+				have[e.SHA256] = true
+			}
+		}
+	}
+	var need []string
+	if !installed(u.Current, u.Apply) {
+		need = append(need, u.Apply)
+	}
 	for _, e := range append(append([]generation.Entry(nil), d.Added...), d.Changed...) {
 		if e.Type == generation.File {
 			need = append(need, e.SHA256)
@@ -110,7 +128,7 @@ func (g *Gateway) Stage(ctx context.Context, d *generation.Diff, u Upload) (Stag
 		if !ok {
 			return st, fmt.Errorf("no bytes for blob %s", sum)
 		}
-		if g.has(path.Join(staging, "blobs", sum), int64(len(data))) || g.has(g.appliance("store/"+sum), int64(len(data))) {
+		if (have[sum] && sum != u.Apply) || g.has(path.Join(staging, "blobs", sum), int64(len(data))) || g.has(g.appliance("store/"+sum), int64(len(data))) {
 			st.Reused++
 			continue
 		}
@@ -124,7 +142,7 @@ func (g *Gateway) Stage(ctx context.Context, d *generation.Diff, u Upload) (Stag
 		st.Files++
 		st.Bytes += int64(len(data))
 	}
-	if fi, err := g.SFTP.Stat(path.Join(staging, "blobs", u.Apply)); err == nil && fi.Mode().Perm() != 0o700 {
+	if fi, err := g.SFTP.Stat(path.Join(staging, "blobs", u.Apply)); err == nil && fi.Mode().Perm() != 0o700 && !installed(u.Current, u.Apply) {
 		g.SFTP.Chmod(path.Join(staging, "blobs", u.Apply), 0o700)
 	}
 	for _, p := range d.Packages {
@@ -198,12 +216,31 @@ func (g *Gateway) put(p string, r io.Reader, mode os.FileMode) error {
 // ErrRolledBack is an apply that did not keep the new generation.
 var ErrRolledBack = errors.New("the gateway stayed on its previous generation")
 
-// Switch runs the staged apply program, which switches the gateway to
-// the staged generation; each event it reports goes to events. An error
-// wrapping ErrRolledBack means the gateway is on its previous generation
-// and says why.
-func (g *Gateway) Switch(ctx context.Context, apply string, events func(generation.Event)) error {
-	return g.apply(ctx, g.appliance("staging/blobs/"+apply), "switch", events)
+// installed reports whether the gateway's current generation has the
+// apply program of that digest.
+func installed(cur *generation.Manifest, apply string) bool {
+	if cur == nil {
+		return false
+	}
+	for _, e := range cur.Entries {
+		if e.Path == generation.ApplyPath {
+			return e.SHA256 == apply
+		}
+	}
+	return false
+}
+
+// Switch runs the new generation's apply program — the gateway's own
+// when it is that one, else the staged one — which switches the gateway
+// to the staged generation; each event it reports goes to events. An
+// error wrapping ErrRolledBack means the gateway is on its previous
+// generation and says why.
+func (g *Gateway) Switch(ctx context.Context, cur *generation.Manifest, apply string, events func(generation.Event)) error {
+	prog := g.appliance("staging/blobs/" + apply)
+	if installed(cur, apply) {
+		prog = g.path(generation.ApplyPath)
+	}
+	return g.apply(ctx, prog, "switch", events)
 }
 
 // Rollback returns the gateway to its previous generation.
@@ -245,22 +282,21 @@ func (g *Gateway) apply(ctx context.Context, prog, verb string, events func(gene
 		if len(failed) > 0 {
 			return fmt.Errorf("%w: %s", ErrRolledBack, strings.Join(failed, "; "))
 		}
+		var missing *ssh.ExitMissingError
+		if errors.As(err, &missing) || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+			return fmt.Errorf("%w during the %s: the gateway finishes it or rolls it back by itself; appliance generations shows which", ErrConnectionLost, verb)
+		}
 		return fmt.Errorf("%s on the gateway: %w", verb, err)
 	}
 	return nil
 }
 
-// Generation is one generation as the gateway lists it.
-type Generation struct {
-	Generation int      `json:"generation"`
-	Created    string   `json:"created"`
-	Appliance  string   `json:"appliance"`
-	Changes    []string `json:"changes"`
-	Current    bool     `json:"current"`
-}
+// ErrConnectionLost is a connection that ended while the apply program
+// ran.
+var ErrConnectionLost = errors.New("the connection to the gateway was lost")
 
 // Generations lists the generations the gateway keeps.
-func (g *Gateway) Generations(ctx context.Context) ([]Generation, error) {
+func (g *Gateway) Generations(ctx context.Context) (*generation.Listing, error) {
 	var out bytes.Buffer
 	argv := []string{g.path(generation.ApplyPath), "list"}
 	if g.Root != "" {
@@ -269,9 +305,9 @@ func (g *Gateway) Generations(ctx context.Context) ([]Generation, error) {
 	if err := g.Run(ctx, argv, &out); err != nil {
 		return nil, fmt.Errorf("listing the generations: %w", err)
 	}
-	var gens []Generation
-	if err := json.Unmarshal(out.Bytes(), &gens); err != nil {
+	var l generation.Listing
+	if err := json.Unmarshal(out.Bytes(), &l); err != nil {
 		return nil, fmt.Errorf("the gateway's list of generations: %w", err)
 	}
-	return gens, nil
+	return &l, nil
 }
