@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,9 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appliance/appliance/cli"
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/build/buildtest"
 	"github.com/appliance/appliance/images/vm"
+	"github.com/appliance/appliance/state"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -46,7 +49,8 @@ func TestBootDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(specDir, "demo.hcl"), append(demo, []byte("\nmqtt {\n  port = 8884\n}\n")...), 0o644)
+	demoWithPort := append(demo, []byte("\nmqtt {\n  port = 8884\n}\n")...)
+	os.WriteFile(filepath.Join(specDir, "demo.hcl"), demoWithPort, 0o644)
 	os.WriteFile(filepath.Join(specDir, "demo.lock"), lock, 0o644)
 	opt, st := buildtest.Options(t, filepath.Join(specDir, "demo.hcl"))
 	gw := opt.Gateway
@@ -159,6 +163,14 @@ func TestBootDemo(t *testing.T) {
 			if out, err := run(c, fmt.Sprintf("timeout 5 bash -c '</dev/tcp/127.0.0.1/%d'", chk.Port)); err != nil {
 				t.Errorf("%s: port %d: %v %s", chk.Name, chk.Port, err, out)
 			}
+		case "http":
+			if strings.HasPrefix(chk.URL, "http://") {
+				u, _ := url.Parse(chk.URL)
+				get := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%s; printf 'GET %s HTTP/1.0\r\n\r\n' >&3; head -1 <&3`, u.Port(), u.Path)
+				if out, err := run(c, "timeout 5 bash -c "+shellQuote(get)); err != nil || !strings.Contains(out, " 20") {
+					t.Errorf("%s: %s answers %q (%v)", chk.Name, chk.URL, out, err)
+				}
+			}
 		}
 	}
 	// The broker and Nginx answer TLS with the site's certificates, through
@@ -169,6 +181,7 @@ func TestBootDemo(t *testing.T) {
 	crt, _ := st.ReadFile("pki/issued/ingest.crt")
 	keyPEM, _ := st.ReadFile("pki/issued/ingest.key")
 	pair, _ := tls.X509KeyPair(crt, keyPEM)
+	mqttSerial := serverSerial(t, m.MQTTPort, pool, pair, gw.Hostname)
 	for name, port := range map[string]int{"mqtt": m.MQTTPort, "https": m.HTTPSPort} {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 20 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			&tls.Config{RootCAs: pool, ServerName: gw.Hostname, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
@@ -182,6 +195,26 @@ func TestBootDemo(t *testing.T) {
 		return
 	}
 
+	// appliance push changes a setting and a certificate on the running
+	// gateway: the services they belong to restart and pass their checks,
+	// and the gateway keeps the new generation across the reboot below.
+	pushed := time.Now()
+	pushToVM(t, m, specDir, st, func(path string) {
+		os.WriteFile(path, append(demoWithPort, []byte("\ningest {\n  batch_size = 2500\n}\n")...), 0o644)
+	})
+	t.Logf("push: %v", time.Since(pushed).Round(time.Second))
+	checkRunning(c)
+	if out, _ := run(c, "sudo grep -c '\"batch_size\": 2500' /etc/appliance/ingest.json"); out != "1" {
+		t.Errorf("the pushed setting is not on the gateway: %q", out)
+	}
+	if out, _ := run(c, "systemctl is-active mosquitto.service appliance-ingest.service"); out != "active\nactive" {
+		t.Errorf("after the push: %q", out)
+	}
+	newCert := serverSerial(t, m.MQTTPort, pool, pair, gw.Hostname)
+	if newCert == mqttSerial {
+		t.Errorf("the broker still serves the certificate it had before the push (serial %s)", newCert)
+	}
+
 	// A second boot runs no first boot again.
 	run(c, "sudo systemctl reboot")
 	c.Close()
@@ -193,6 +226,12 @@ func TestBootDemo(t *testing.T) {
 	t.Logf("second boot: running %v after reboot", time.Since(rebooted).Round(time.Second))
 	if n := firstBoots(c); n != "1" {
 		t.Errorf("after a reboot the first boot has run %s times", n)
+	}
+	if out, _ := run(c, "sudo readlink /var/lib/appliance/current"); out != "generations/2" {
+		t.Errorf("after the reboot the gateway runs %q; want the pushed generations/2", out)
+	}
+	if s := serverSerial(t, m.MQTTPort, pool, pair, gw.Hostname); s != newCert {
+		t.Errorf("after the reboot the broker serves serial %s; want the pushed %s", s, newCert)
 	}
 
 	// A first boot that fails says so on the console and in the journal,
@@ -244,3 +283,50 @@ sudo rm /var/lib/appliance/firstboot.done`
 		t.Errorf("the failure marker outlived a successful first boot")
 	}
 }
+
+// pushToVM renews the broker's certificate, lets edit change the spec,
+// and runs appliance push against the VM as a user would.
+func pushToVM(t *testing.T, m *vm.VM, specDir string, st *state.Store, edit func(path string)) {
+	t.Helper()
+	spec := filepath.Join(specDir, "demo.hcl")
+	edit(spec)
+	// The state is the CLI's now: the build is done with it.
+	st.Close()
+	home, _ := os.UserHomeDir()
+	env := []string{"HOME=" + home, "APPLIANCE_VAR_wifi_psk=test-passphrase"}
+	if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
+		env = append(env, "XDG_CACHE_HOME="+x)
+	}
+	var out, errs strings.Builder
+	e := cli.Env{Stdout: &out, Stderr: &errs, Environ: env}
+	if code := cli.Main(context.Background(), []string{"pki", "renew", "--state", st.Dir, spec, "mosquitto"}, e); code != 0 {
+		t.Fatalf("pki renew mosquitto: exit %d\n%s%s", code, out.String(), errs.String())
+	}
+	code := cli.Main(context.Background(), []string{"push", "--state", st.Dir, "--host", net.JoinHostPort("127.0.0.1", strconv.Itoa(m.SSHPort)), spec}, e)
+	t.Logf("push:\n%s%s", errs.String(), out.String())
+	if code != 0 {
+		t.Fatalf("push to the VM: exit %d", code)
+	}
+	for _, want := range []string{"restart mosquitto.service", "restart appliance-ingest.service", "runs generation 2"} {
+		if !strings.Contains(errs.String(), want) {
+			t.Errorf("push did not report %q", want)
+		}
+	}
+}
+
+// serverSerial is the serial of the certificate a TLS server on a
+// forwarded port presents.
+func serverSerial(t *testing.T, port int, pool *x509.CertPool, pair tls.Certificate, name string) string {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 20 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		&tls.Config{RootCAs: pool, ServerName: name, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Errorf("TLS to port %d: %v", port, err)
+		return ""
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// shellQuote quotes s for the gateway's shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
