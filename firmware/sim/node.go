@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,6 +15,7 @@ import (
 	"github.com/appliance/appliance/firmware/bundle"
 	"github.com/appliance/appliance/firmware/espimage"
 	"github.com/appliance/appliance/firmware/identity"
+	"github.com/appliance/appliance/firmware/secureboot"
 	"github.com/appliance/appliance/outputs"
 )
 
@@ -27,18 +30,27 @@ type Node struct {
 	// Identity is read from the bundle's littlefs.bin, the image that
 	// is flashed to the node's littlefs partition.
 	Identity *identity.Identity
-	// App is the bundle's signed app.bin, the app the node runs; nil
-	// when the build had no app image.
-	App []byte
-	// AppImage is App parsed.
-	AppImage *espimage.Image
+	// App is what the node's running app — the bundle's signed app.bin
+	// — says of itself; nil when the build had no app image.
+	App *App
+}
+
+// App is what a node's running app tells: its chip and descriptor, and
+// the keys of its signature blocks. Nodes of one firmware share it.
+type App struct {
+	Chip espimage.Chip
+	Desc espimage.AppDesc
+	// Blocks are its valid Secure Boot V2 signature blocks.
+	Blocks []secureboot.Block
+	// SHA256 is the digest of app.bin.
+	SHA256 [32]byte
 }
 
 // Version is the firmware version the node runs: its app's descriptor,
 // or what the build recorded when the bundle holds no app.
 func (n *Node) Version() string {
-	if n.AppImage != nil && n.AppImage.App != nil {
-		return n.AppImage.App.Version
+	if n.App != nil {
+		return n.App.Desc.Version
 	}
 	return n.Info.Version
 }
@@ -46,16 +58,16 @@ func (n *Node) Version() string {
 // SecureVersion is the running app's anti-rollback version (0 without
 // an app).
 func (n *Node) SecureVersion() uint32 {
-	if n.AppImage != nil && n.AppImage.App != nil {
-		return n.AppImage.App.SecureVersion
+	if n.App != nil {
+		return n.App.Desc.SecureVersion
 	}
 	return 0
 }
 
 // Chip is the node's chip: the running app's, else the build's record.
 func (n *Node) Chip() string {
-	if n.AppImage != nil {
-		return n.AppImage.Chip.String()
+	if n.App != nil {
+		return n.App.Chip.String()
 	}
 	return n.Info.Chip
 }
@@ -128,12 +140,13 @@ func Load(out string, names []string) ([]*Node, error) {
 		names = all
 	}
 	nodes := make([]*Node, 0, len(names))
+	apps := map[[32]byte]*App{}
 	for _, name := range names {
 		ni, ok := byName[name]
 		if !ok {
 			return nil, fmt.Errorf("the build in %s has no node %q; its nodes are %s", out, name, list(all))
 		}
-		n, err := loadNode(out, ni)
+		n, err := loadNode(out, ni, apps)
 		if err != nil {
 			return nil, err
 		}
@@ -151,7 +164,9 @@ func LoadNode(out, name string) (*Node, error) {
 	return nodes[0], nil
 }
 
-func loadNode(out string, ni outputs.Node) (*Node, error) {
+// loadNode reads a node's bundle; apps are the running apps read so
+// far, by digest, so that a thousand nodes of one firmware hold one.
+func loadNode(out string, ni outputs.Node, apps map[[32]byte]*App) (*Node, error) {
 	n := &Node{Name: ni.Name, Dir: outputs.NodeDir(out, ni.Name), Info: ni}
 	img, err := os.ReadFile(filepath.Join(n.Dir, bundle.IdentityFile))
 	if err != nil {
@@ -161,23 +176,45 @@ func loadNode(out string, ni outputs.Node) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %s: %w", ni.Name, filepath.Join(n.Dir, bundle.IdentityFile), err)
 	}
+	// Copies, so that the image itself is not kept alive by them.
+	id := n.Identity
+	id.CA, id.Cert, id.Key = bytes.Clone(id.CA), bytes.Clone(id.Cert), bytes.Clone(id.Key)
+	for i := range id.ManifestKeys {
+		id.ManifestKeys[i] = bytes.Clone(id.ManifestKeys[i])
+	}
 	if err := n.Identity.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("node %q: %s: %w", ni.Name, identity.ConfigPath, err)
 	}
 	if n.Identity.Config.Node != ni.Name {
 		return nil, fmt.Errorf("node %q: its identity image is node %q's; run appliance build again", ni.Name, n.Identity.Config.Node)
 	}
-	app, err := os.ReadFile(filepath.Join(n.Dir, bundle.AppFile))
+	p := filepath.Join(n.Dir, bundle.AppFile)
+	b, err := os.ReadFile(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return n, nil
 	case err != nil:
 		return nil, fmt.Errorf("node %q: %w", ni.Name, err)
 	}
-	n.App = app
-	if n.AppImage, err = espimage.Parse(app); err != nil {
-		return nil, fmt.Errorf("node %q: %s: %w", ni.Name, filepath.Join(n.Dir, bundle.AppFile), err)
+	sum := sha256.Sum256(b)
+	if a, ok := apps[sum]; ok {
+		n.App = a
+		return n, nil
 	}
+	parsed, err := espimage.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %s: %w", ni.Name, p, err)
+	}
+	if parsed.App == nil {
+		return nil, fmt.Errorf("node %q: %s has no app descriptor; run appliance build again", ni.Name, p)
+	}
+	// A bundle's app is always signed; Blocks says so.
+	blocks, err := secureboot.Blocks(b)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %s: %w", ni.Name, p, err)
+	}
+	n.App = &App{Chip: parsed.Chip, Desc: *parsed.App, Blocks: blocks, SHA256: sum}
+	apps[sum] = n.App
 	return n, nil
 }
 

@@ -168,16 +168,15 @@ func checkApp(image []byte, m *ota.Manifest, chip string) error {
 
 // verifySigned checks a new app's Secure Boot V2 signature against the
 // keys of the running app's signature blocks.
-func verifySigned(image, running []byte) (*secureboot.Block, error) {
+func verifySigned(image []byte, running *App) (*secureboot.Block, error) {
 	if running == nil {
 		return nil, errors.New("the node's bundle holds no app, so no signing key is trusted to check the signature with")
 	}
-	trusted, err := secureboot.Blocks(running)
-	if err != nil || len(trusted) == 0 {
-		return nil, fmt.Errorf("the node's running app carries no valid signature block, so no signing key is trusted (%v)", err)
+	if len(running.Blocks) == 0 {
+		return nil, errors.New("the node's running app carries no valid signature block, so no signing key is trusted")
 	}
 	var last error
-	for _, t := range trusted {
+	for _, t := range running.Blocks {
 		b, err := secureboot.Verify(image, t.Key)
 		if err == nil {
 			return b, nil

@@ -490,7 +490,11 @@ func (r *runner) connect(ctx context.Context) (*conn, error) {
 			c.setError(&disconnectError{d.ReasonCode, d.Properties})
 		},
 	})
-	ca, err := c.cli.Connect(dctx, &paho.Connect{ClientID: r.n.Identity.Config.Node, KeepAlive: 30, CleanStart: true})
+	// A node subscribes to nothing: a small receive maximum, which paho
+	// sizes a buffer by (64 Ki entries by default, 0.5 MB a node).
+	recvMax := uint16(8)
+	ca, err := c.cli.Connect(dctx, &paho.Connect{ClientID: r.n.Identity.Config.Node, KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &recvMax}})
 	if err != nil {
 		raw.Close()
 		if ca != nil && ca.ReasonCode >= 0x80 {
