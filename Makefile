@@ -17,7 +17,7 @@ FUZZ_LITTLEFS ?= 400000x
 # The C firmware's libFuzzer targets count runs too (5–15 s each here).
 FUZZ_FIRMWARE ?= 500000
 
-.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
+.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
 
 all: build
 
@@ -109,6 +109,13 @@ bench-image: build deps
 # and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.
 bench-ingest:
 	$(GO) run ./ingest/internal/benchingest $(BENCH_INGEST_FLAGS)
+
+# The artifacts of 1,000 nodes (state, identity images, bundles; cold and
+# warm), then appliance sim running them at one reading per second through
+# the gateway's mosquitto into ingest and influxd, mosquitto_sub -q 1 beside
+# it; every reading must arrive once. BENCH_NODES_FLAGS=-help lists the knobs.
+bench-nodes:
+	$(GO) run ./cmd/bench-nodes $(BENCH_NODES_FLAGS)
 
 # images/ext4 against mke2fs -d on a 420 MB sample of the host's /usr
 # (copied once into /var/tmp/appliance-diskbench): time, MB/s, peak RSS.

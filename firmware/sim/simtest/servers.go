@@ -62,7 +62,14 @@ func (p *Proc) Output() string {
 // Start runs a program until Stop or the end of the test.
 func Start(t TB, name string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(name, args...), done: make(chan struct{})}
+	return StartCmd(t, exec.Command(name, args...))
+}
+
+// StartCmd is Start for a command with its environment or folder set.
+func StartCmd(t TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	name := cmd.Path
+	p := &Proc{Cmd: cmd, done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p, p
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.Cmd.Start(); err != nil {
