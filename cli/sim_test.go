@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/appliance/appliance/firmware/sim"
 	"github.com/appliance/appliance/internal/testenv"
@@ -14,7 +17,8 @@ import (
 
 // TestSimCommand runs appliance sim in-process against the site's own
 // mosquitto and nginx: every reading acknowledged (--json), the boot
-// counters kept in OUT/sim; the OTA check alone (--duration 0 --ota); a
+// counters kept in OUT/sim; until interrupted (Ctrl-C), then the
+// summary; the OTA check alone (--duration 0 --ota); a
 // revoked node refused and counted, the command failing with the reason;
 // no secret in any output.
 func TestSimCommand(t *testing.T) {
@@ -49,6 +53,18 @@ func TestSimCommand(t *testing.T) {
 		t.Errorf("boots.json %s; bench-1 ran boot %d", b, sum.Readings.Nodes[0].Boot)
 	}
 	outputs := []string{out, errs}
+
+	// Without --duration it runs until interrupted, then prints the
+	// summary and ends without error.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(1500*time.Millisecond, cancel)
+	var ob, eb bytes.Buffer
+	start := time.Now()
+	code = Main(ctx, []string{"sim", "--broker", brokerAddr, "--rate", "5", s.Out, "bench-1"}, Env{Stdout: &ob, Stderr: &eb, Environ: []string{"HOME=/nonexistent"}})
+	if code != 0 || time.Since(start) > 10*time.Second || !strings.Contains(ob.String(), "\nbench-1 ") || !strings.Contains(ob.String(), "\ntotal ") || !strings.Contains(eb.String(), "Ctrl-C stops") {
+		t.Errorf("interrupted sim: exit %d after %s\n%s%s", code, time.Since(start), ob.String(), eb.String())
+	}
+	outputs = append(outputs, ob.String(), eb.String())
 
 	code, out, errs = run(t, nil, "sim", "--ota", "--duration", "0", "--https", fmt.Sprintf("127.0.0.1:%d", s.Spec.HTTPS.Port), s.Out, "bench-2")
 	if code != 0 || !strings.Contains(out, "bench-2: up to date: the gateway serves sensor 1.0.0 (manifest 1)") || strings.Contains(out, "NODE") {
