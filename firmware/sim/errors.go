@@ -56,8 +56,8 @@ func (e *disconnectError) Error() string {
 
 // classify says whether err is the gateway refusing the node (and
 // whether it refused the connection rather than a reading), and why, in
-// words for the summary.
-func classify(err error) (refused, conn bool, reason string) {
+// words for the summary; server names the side the node talked to.
+func classify(err error, server string) (refused, conn bool, reason string) {
 	var ce *connackError
 	var pe *pubackError
 	var op *net.OpError
@@ -68,13 +68,17 @@ func classify(err error) (refused, conn bool, reason string) {
 	case errors.As(err, &pe):
 		return true, false, pe.Error()
 	case errors.As(err, &op) && op.Op == "remote error":
-		// The broker sent a TLS alert: it does not take the node's
+		// The server sent a TLS alert: it does not take the node's
 		// certificate (revoked, expired, another CA's).
-		return true, true, "the broker refused the TLS handshake: " + op.Err.Error()
+		return true, true, "the " + server + " refused the TLS handshake: " + op.Err.Error()
 	case errors.As(err, &ve):
-		return false, false, fmt.Sprintf("the broker's certificate does not verify for %s: %v", ve.UnverifiedCertificates[0].Subject.CommonName, ve.Err)
+		name := "the name in config.json"
+		if len(ve.UnverifiedCertificates) > 0 {
+			name = ve.UnverifiedCertificates[0].Subject.CommonName
+		}
+		return false, false, fmt.Sprintf("the %s's certificate (%s) does not verify: %v", server, name, ve.Err)
 	case errors.Is(err, io.EOF) && !errors.Is(err, errLost):
-		return false, false, "the broker closed the connection before accepting it"
+		return false, false, "the " + server + " closed the connection before accepting it"
 	}
 	return false, false, err.Error()
 }

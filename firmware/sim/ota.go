@@ -139,7 +139,7 @@ func CheckOTA(ctx context.Context, n *Node, httpsAddr string, now time.Time) *OT
 }
 
 func fetchFailed(r *OTAResult, err error) *OTAResult {
-	refused, _, reason := classify(err)
+	refused, _, reason := classify(err, "OTA server")
 	var se *statusError
 	var tl *tooLargeError
 	if errors.As(err, &se) && (se.code == http.StatusForbidden || se.code == http.StatusBadRequest) || errors.As(err, &tl) {

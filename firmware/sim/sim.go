@@ -327,7 +327,7 @@ func (r *runner) stats() Stats {
 // note records a refusal or an error and tells Event when its reason
 // differs from the last one.
 func (r *runner) note(err error) {
-	refused, conn, reason := classify(err)
+	refused, conn, reason := classify(err, "broker")
 	r.mu.Lock()
 	switch {
 	case refused:

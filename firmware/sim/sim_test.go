@@ -3,6 +3,7 @@ package sim_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/appliance/appliance/firmware/sim"
 	"github.com/appliance/appliance/firmware/sim/simtest"
 	"github.com/appliance/appliance/ingest/wire"
+	"github.com/appliance/appliance/pki"
 )
 
 // siteHCL is a site like the demo: DHT11 bench nodes and a DHT22 one,
@@ -458,5 +461,48 @@ func TestSimResendsUnacknowledged(t *testing.T) {
 	}
 	if dups == 0 {
 		t.Errorf("the broker saw no reading twice; the resends did not reach it")
+	}
+}
+
+// TestSimUntrustedBroker: a broker whose certificate is another CA's,
+// though it names the gateway, is not the gateway; the node does not
+// send it anything, and says why.
+func TestSimUntrustedBroker(t *testing.T) {
+	s := newSite(t)
+	other, _, err := pki.NewCA("intruder", time.Now(), time.Now().AddDate(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key, _, err := other.Issue(pki.Request{Name: "mosquitto", Kind: pki.Server, DNSNames: []string{"testgw"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, _ := tls.X509KeyPair(crt, key)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var got atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				got.Add(n)
+			}()
+		}
+	}()
+	res, _ := run(t, s, []string{"bench-1"}, sim.Options{Broker: l.Addr().String(), Rate: 5, Duration: time.Second})
+	st := res.Nodes[0]
+	if st.Connections != 0 || st.Sent != 0 || st.Refused != 0 || st.Errors == 0 || !strings.Contains(st.Reason, "the broker's certificate (mosquitto) does not verify") {
+		t.Errorf("%+v; want every connection abandoned for the certificate", st)
+	}
+	if got.Load() != 0 {
+		t.Errorf("the node sent %d bytes past the handshake", got.Load())
 	}
 }
