@@ -107,18 +107,18 @@ func stream(t *tb, f *fleet) error {
 		return err
 	}
 	verdict, ok := compare(res, points)
-	pp50, pp99 := peer.latency()
+	pp50, pp99, ps99 := peer.latency()
 	fmt.Printf(`
 bench-nodes (b): appliance sim, %d nodes × %g reading/s for %s, through mosquitto (the gateway's config) into ingest and influxd (%d CPUs)
   sim: readings taken / acknowledged    %d / %d   (refused %d, resent %d, dropped %d, pending %d, connections %d, errors %d)
   sim: wall %.1f s, CPU %.1f s (%.0f%% of one core), RSS half-way %.0f MB, peak (VmHWM) %.0f MB
-  peer mosquitto_sub -q 1: received     %d (distinct readings %d), all by %s; arrival after the reading's t p50 / p99 %.0f / %.0f ms
+  peer mosquitto_sub -q 1: received     %d (distinct readings %d), all by %s; arrival after the reading's t p50 / p99 %.0f / %.0f ms (p99 from seq 5 on: %.0f ms)
   ingest: points written                %.0f, duplicates dropped %.0f, refused %.0f, all by %s; publish-to-write p50 / p99 %.0f / %.0f ms
   InfluxDB, counted per (node, boot, seq): %s
 `, len(f.info.Nodes), *rate, *duration, runtime.NumCPU(),
 		tot.Readings, tot.Acked, tot.Refused, tot.Resent, tot.Dropped, tot.Pending, tot.Connections, tot.Errors,
 		simWall.Seconds(), tv(ru.Utime)+tv(ru.Stime), 100*(tv(ru.Utime)+tv(ru.Stime))/simWall.Seconds(), float64(rssMid)/1024, float64(hwm)/1024,
-		peer.count(), peer.distinct(), since(peerDone), pp50, pp99,
+		peer.count(), peer.distinct(), since(peerDone), pp50, pp99, ps99,
 		m["ingest_points_written_total"], m["ingest_messages_duplicate_total"], rejected(m), since(ingestDone), quantile(m, 0.5)*1000, quantile(m, 0.99)*1000,
 		verdict)
 	if !ok || tot.Acked != tot.Readings {
@@ -400,6 +400,9 @@ type peer struct {
 	n    int
 	seen map[key]bool
 	lat  []float64
+	// steady leaves out each node's first readings, taken while the
+	// fleet's TLS handshakes were under way.
+	steady []float64
 }
 
 func startPeer(t *tb, s *simtest.Site) *peer {
@@ -453,6 +456,9 @@ func (p *peer) add(line string) {
 	p.seen[key{node, r.Boot, r.Seq}] = true
 	if r.T > 0 {
 		p.lat = append(p.lat, at*1000-float64(r.T))
+		if r.Seq >= 5 {
+			p.steady = append(p.steady, at*1000-float64(r.T))
+		}
 	}
 }
 
@@ -460,13 +466,16 @@ func (p *peer) count() int { p.mu.Lock(); defer p.mu.Unlock(); return p.n }
 
 func (p *peer) distinct() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.seen) }
 
-func (p *peer) latency() (p50, p99 float64) {
+func (p *peer) latency() (p50, p99, steady99 float64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.lat) == 0 {
-		return 0, 0
+	q := func(l []float64, f float64) float64 {
+		if len(l) == 0 {
+			return 0
+		}
+		l = append([]float64(nil), l...)
+		sort.Float64s(l)
+		return l[int(float64(len(l)-1)*f)]
 	}
-	l := append([]float64(nil), p.lat...)
-	sort.Float64s(l)
-	return l[len(l)/2], l[len(l)*99/100]
+	return q(p.lat, 0.5), q(p.lat, 0.99), q(p.steady, 0.99)
 }
