@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/appliance/appliance/firmware/bundle"
+	"github.com/appliance/appliance/firmware/espimage"
 	"github.com/appliance/appliance/firmware/identity"
 	"github.com/appliance/appliance/firmware/sim/simtest"
 	"github.com/appliance/appliance/internal/testenv"
@@ -21,9 +22,14 @@ import (
 const nodePSK = "correct horse battery staple"
 
 // nodeSite is a demo-like site with ports of the test's own, its state,
-// and the nodes' part of a build output.
+// and the nodes' part of a build output; its firmware has an app image
+// unless noApp.
 func nodeSite(t *testing.T, noApp bool) *simtest.Site {
 	t.Helper()
+	image := `image = "build/sensor.bin"`
+	if noApp {
+		image = ""
+	}
 	s := simtest.New(t, fmt.Sprintf(`
 site "t" {}
 gateway "gw" {
@@ -40,6 +46,7 @@ https {
 firmware "sensor" {
   chip    = "esp32s3"
   version = "1.0.0"
+  %s
 }
 node "bench" {
   count    = 2
@@ -49,8 +56,9 @@ node "bench" {
   wifi     = { ssid = "demo-sensors", psk = %q }
   tags     = { room = "lab" }
 }
-`, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), nodePSK))
-	s.Build(t, simtest.BuildOptions{NoApp: noApp})
+`, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), image, nodePSK),
+		simtest.AppFile{Path: "build/sensor.bin", Chip: espimage.ESP32S3, Version: "1.0.0", Bootloader: true})
+	s.Build(t)
 	return s
 }
 
@@ -137,7 +145,7 @@ func TestNodeShow(t *testing.T) {
 	}
 	for _, want := range []string{
 		`"demo-sensors", passphrase set (not shown)`,
-		"testgw:" + fmt.Sprint(s.Spec.MQTT.Port) + ", topic sensors/bench-1/reading",
+		"testgw.local:" + fmt.Sprint(s.Spec.MQTT.Port) + ", topic sensors/bench-1/reading",
 		"dht11 on GPIO 4", "room=lab", "30s",
 		"CN=bench-1", pki.SerialHex(cert.SerialNumber), cert.NotAfter.UTC().Format("2006-01-02"),
 		"/ota/key-0.pem",

@@ -44,7 +44,7 @@ func TestSimCommand(t *testing.T) {
 	if len(sum.Readings.Nodes) != 2 || tot.Readings < 8 || tot.Acked != tot.Readings || tot.Refused != 0 || sum.OTA != nil {
 		t.Errorf("sim --json: %+v", sum)
 	}
-	if !strings.Contains(errs, "appliance sim: 2 nodes, broker "+brokerAddr+" (its certificate checked for testgw), 5 readings per second each, for 1s") {
+	if !strings.Contains(errs, "appliance sim: 2 nodes, broker "+brokerAddr+" (its certificate checked for testgw.local), 5 readings per second each, for 1s") {
 		t.Errorf("sim's stderr: %s", errs)
 	}
 	var boots struct{ Boots map[string]uint32 }

@@ -11,11 +11,10 @@ import (
 	"time"
 
 	"github.com/appliance/appliance/desired"
-	"github.com/appliance/appliance/firmware"
-	"github.com/appliance/appliance/firmware/identity"
+	"github.com/appliance/appliance/firmware/bundle"
+	"github.com/appliance/appliance/firmware/espimage"
 	"github.com/appliance/appliance/firmware/sim/simtest"
 	"github.com/appliance/appliance/internal/atomicfile"
-	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/outputs"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
@@ -54,6 +53,7 @@ firmware "sensor" {
   chip           = "esp32s3"
   version        = "1.4.0"
   secure_version = 1
+  image          = "build/sensor.bin"
 }
 node "bench" {
   count    = %d
@@ -71,13 +71,14 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 	f := &fleet{influx: simtest.FreePort(t), metrics: simtest.FreePort(t)}
 	src := fleetHCL(n, simtest.FreePort(t), simtest.FreePort(t), simtest.FreePort(t), f.influx, f.metrics)
 	fmt.Fprintf(os.Stderr, "bench-nodes: (a) the artifacts of %d nodes, in %s…\n", n, dir)
+	app := simtest.AppFile{Path: "build/sensor.bin", Chip: espimage.ESP32S3, Version: "1.4.0", SecureVersion: 1, Size: 900000, Bootloader: true}
 
 	var cold steps
 	var site *spec.Site
 	var g *desired.Gateway
 	var specDir string
 	cold.time("spec and desired state", func() error {
-		site, g, specDir = simtest.Load(t, src)
+		site, g, specDir = simtest.Load(t, "", src, app)
 		return nil
 	})
 	st, err := state.Open(filepath.Join(specDir, "state"), state.Options{Create: true})
@@ -95,44 +96,41 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 		return nil, err
 	}
 	s := &simtest.Site{Spec: site, Gateway: g, State: st, Dir: specDir, Root: filepath.Join(specDir, "root"), Out: filepath.Join(specDir, "out", site.Name)}
-	opt := simtest.BuildOptions{AppSize: 900000, Now: time.Now()}
-	var lastOuts []*firmware.Output
-	build := func(ss *steps, what string) error {
-		var fws []firmware.Firmware
-		var ids [][]identity.Identity
-		var outs []*firmware.Output
-		if err := ss.time("node inputs read from the state", func() error {
+	resolve := func(ss *steps) (*desired.Resolved, error) {
+		var r *desired.Resolved
+		err := ss.time(fmt.Sprintf("desired.Resolve: the gateway's files; a 1 MB app signed, %d identity images and bundles", n), func() error {
 			var err error
-			fws, ids, err = simtest.Inputs(site, st, opt)
-			return err
-		}); err != nil {
-			return err
-		}
-		if err := ss.time(fmt.Sprintf("firmware.Build: sign a 1 MB app, %d identity images and bundles", n), func() error {
-			out, err := firmware.Build(fws[0], ids[0], opt.Now)
-			outs = []*firmware.Output{out}
-			lastOuts = outs
-			return err
-		}); err != nil {
-			return err
-		}
-		return ss.time(fmt.Sprintf("write %d bundles%s (bundle.Write, merged.bin of 4 MiB each)", n, what), func() error {
-			var err error
-			f.info, err = simtest.Write(s.Out, s.Path(modules.OTADir), site, fws, ids, outs)
-			if err == nil {
-				syscall.Sync()
-			}
+			r, err = g.Resolve(st, time.Now())
 			return err
 		})
+		return r, err
 	}
-	if err := build(&cold, ", synced"); err != nil {
+	r, err := resolve(&cold)
+	if err != nil {
 		return nil, err
+	}
+	if err := cold.time(fmt.Sprintf("write %d bundles, synced (bundle.Write, merged.bin of 4 MiB each)", n), func() error {
+		var err error
+		f.info, err = simtest.WriteNodes(s.Out, site, r)
+		if err == nil {
+			syscall.Sync()
+		}
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	for _, fw := range r.Firmware {
+		if fw.Release != nil {
+			if err := st.SaveRelease(fw.Name, *fw.Release); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	// What the disk costs, and what the bundles cost without merged.bin.
 	var disk steps
 	if err := disk.time(fmt.Sprintf("write %d bundles without merged.bin (their files, each atomically), synced", n), func() error {
-		return writeFiles(filepath.Join(specDir, "out-files"), lastOuts)
+		return writeFiles(filepath.Join(specDir, "out-files"), r.Nodes)
 	}); err != nil {
 		return nil, err
 	}
@@ -146,6 +144,8 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 		return nil, err
 	}
 
+	// An unchanged rebuild: appliance build computes all of it again,
+	// hashes it into its key and, the key unchanged, stops.
 	var warm steps
 	if err := warm.time("state: Ensure of the unchanged fleet (reads and checks every certificate)", func() error {
 		_, err := st.Ensure(g.Wants, false)
@@ -153,22 +153,21 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := build(&warm, " again, synced"); err != nil {
+	r2, err := resolve(&warm)
+	if err != nil {
 		return nil, err
 	}
-
-	var skip steps
-	var sum [32]byte
-	if err := skip.time(fmt.Sprintf("read every node's inputs from the state and hash them with the app (%d nodes)", n), func() error {
-		fws, ids, err := simtest.Inputs(site, st, opt)
-		if err != nil {
-			return err
-		}
-		sum = inputsKey(fws, ids)
+	var key, key1 [32]byte
+	warm.time("the build's key over every bundle file (as images/build hashes them)", func() error {
+		key = bundleKey(r2.Nodes, false)
 		return nil
-	}); err != nil {
-		return nil, err
-	}
+	})
+	same := key == bundleKey(r.Nodes, false)
+	var alt steps
+	alt.time("the same key with each firmware's signed app hashed once, not per node", func() error {
+		key1 = bundleKey(r2.Nodes, true)
+		return nil
+	})
 
 	fmt.Printf("\nbench-nodes (a): the artifacts of %d nodes (%d CPUs)\n", n, runtime.NumCPU())
 	last := cold.times[len(cold.times)-1]
@@ -176,27 +175,24 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 		row{"cold total, spec to bundles on disk", cold.total(0), "(goal < 10 s)"},
 		row{"  of which before writing the bundles", cold.total(0) - last, ""})
 	disk.print("  ")
-	fmt.Printf("\n  warm rebuild of the unchanged fleet, everything done again:\n")
-	warm.print("  ", row{"warm total", warm.total(0), "(goal < 1 s)"})
-	fmt.Printf("\n  what finding the fleet unchanged would cost instead (no such check exists yet: firmware.Build and bundle.Write redo everything):\n")
-	skip.print("  ")
-	fmt.Printf("  inputs key %x…\n", sum[:8])
+	fmt.Printf("\n  unchanged rebuild (the build's key equal to the last: %v, so nothing is written):\n", same)
+	warm.print("  ", row{"unchanged total", warm.total(0), "(goal < 1 s)"})
+	alt.print("  ")
+	fmt.Printf("  keys %x… / %x…\n", key[:6], key1[:6])
 	f.site = s
 	return f, nil
 }
 
 // writeFiles writes the bundles' files, merged.bin aside, under dir.
-func writeFiles(dir string, outs []*firmware.Output) error {
-	for _, o := range outs {
-		for i, b := range o.Bundles {
-			for _, f := range b.Files {
-				p := filepath.Join(dir, fmt.Sprint(i), filepath.FromSlash(f.Path))
-				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-					return err
-				}
-				if err := atomicfile.WriteFile(p, f.Data, 0o644); err != nil {
-					return err
-				}
+func writeFiles(dir string, nodes []desired.Node) error {
+	for _, n := range nodes {
+		for _, f := range n.Bundle.Files {
+			p := filepath.Join(dir, n.Name, filepath.FromSlash(f.Path))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := atomicfile.WriteFile(p, f.Data, 0o644); err != nil {
+				return err
 			}
 		}
 	}
@@ -204,23 +200,26 @@ func writeFiles(dir string, outs []*firmware.Output) error {
 	return os.RemoveAll(dir)
 }
 
-// inputsKey hashes everything that decides the nodes' artifacts: the
-// app and each node's identity.
-func inputsKey(fws []firmware.Firmware, ids [][]identity.Identity) [32]byte {
+// bundleKey hashes the nodes' bundles as images/build's key does: the
+// SHA-256 of every file of every bundle; appOnce hashes each distinct
+// signed app once instead (by identity of its bytes).
+func bundleKey(nodes []desired.Node, appOnce bool) [32]byte {
 	h := sha256.New()
-	for i, fw := range fws {
-		fmt.Fprintf(h, "%s %s %s %d %d\n", fw.Name, fw.Chip, fw.Version, fw.SecureVersion, len(fw.App))
-		h.Write(fw.App)
-		h.Write(fw.Bootloader)
-		for _, id := range ids[i] {
-			b, _ := id.Config.Marshal()
-			h.Write(b)
-			h.Write(id.CA)
-			h.Write(id.Cert)
-			h.Write(id.Key)
-			for _, k := range id.ManifestKeys {
-				h.Write(k)
+	apps := map[*byte][32]byte{}
+	for _, n := range nodes {
+		fmt.Fprintf(h, "node %s\n", n.Name)
+		for _, f := range n.Bundle.Files {
+			var sum [32]byte
+			if appOnce && f.Path == bundle.AppFile && len(f.Data) > 0 {
+				var ok bool
+				if sum, ok = apps[&f.Data[0]]; !ok {
+					sum = sha256.Sum256(f.Data)
+					apps[&f.Data[0]] = sum
+				}
+			} else {
+				sum = sha256.Sum256(f.Data)
 			}
+			fmt.Fprintf(h, "%s %x\n", f.Path, sum)
 		}
 	}
 	var out [32]byte

@@ -102,8 +102,8 @@ func TestOTACheck(t *testing.T) {
 	// A manifest the site's key signed, naming an image signed for
 	// Secure Boot by another key.
 	otherSigning, _ := newKeys(t)
-	app, _ := simtest.App(espimage.ESP32S3, "1.1.0", 1)
-	signed, err := secureboot.SignApp(app, espimage.ESP32S3, otherSigning)
+	foreign, _ := simtest.App(espimage.ESP32S3, "1.1.0", 1)
+	signed, err := secureboot.SignApp(foreign, espimage.ESP32S3, otherSigning)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,10 +118,11 @@ func TestOTACheck(t *testing.T) {
 	}
 	refused("image signed by an untrusted key", "no key the node trusts signed it")
 
-	// A new version built for the gateway, which the nodes do not run yet.
-	s.Build(t, simtest.BuildOptions{Version: "1.1.0", SkipBundles: true})
+	// A new version built for the gateway, which the nodes do not run
+	// yet: its manifest goes on from the release the state recorded.
+	s.Update(t, siteHCL(s.Spec.MQTT.Port, s.Spec.HTTPS.Port, s.Spec.HTTPS.RedirectPort, "1.1.0", false), app("1.1.0"))
 	r = checkOTA(t, s, "bench-1")
-	if r.Status != sim.OTAUpdate || r.Manifest.Version != "1.1.0" || r.SignatureBlock != 0 || !r.OK() {
+	if r.Status != sim.OTAUpdate || r.Manifest.Version != "1.1.0" || r.Manifest.ManifestVersion != 2 || r.SignatureBlock != 0 || !r.OK() {
 		t.Errorf("update: %+v", r)
 	}
 	sum := sha256.Sum256(mustRead(t, otaFile(s, r.Manifest.Path)))
@@ -148,8 +149,8 @@ func TestOTACheck(t *testing.T) {
 // TestOTANoTree: a build without an app publishes no OTA tree, and the
 // check says what is missing.
 func TestOTANoTree(t *testing.T) {
-	s := simtest.New(t, siteHCL(simtest.FreePort(t), simtest.FreePort(t), simtest.FreePort(t)))
-	s.Build(t, simtest.BuildOptions{NoApp: true})
+	s := simtest.New(t, siteHCL(simtest.FreePort(t), simtest.FreePort(t), simtest.FreePort(t), "1.0.0", true))
+	s.Build(t)
 	s.StartNginx(t)
 	r := checkOTA(t, s, "cold")
 	if r.Status != sim.OTAFailed || !strings.Contains(r.Reason, "404") {

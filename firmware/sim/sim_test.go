@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appliance/appliance/firmware/espimage"
 	"github.com/appliance/appliance/firmware/sim"
 	"github.com/appliance/appliance/firmware/sim/simtest"
 	"github.com/appliance/appliance/ingest/wire"
@@ -24,8 +25,13 @@ import (
 )
 
 // siteHCL is a site like the demo: DHT11 bench nodes and a DHT22 one,
-// on ports of the test's own.
-func siteHCL(mqtt, https, redirect int) string {
+// on ports of the test's own, the firmware at version and with an image
+// at build/sensor.bin unless noApp.
+func siteHCL(mqtt, https, redirect int, version string, noApp bool) string {
+	image := `image = "build/sensor.bin"`
+	if noApp {
+		image = ""
+	}
 	return fmt.Sprintf(`
 site "t" {}
 gateway "gw" {
@@ -41,8 +47,9 @@ https {
 }
 firmware "sensor" {
   chip           = "esp32s3"
-  version        = "1.0.0"
+  version        = "%s"
   secure_version = 1
+  %s
 }
 node "bench" {
   count    = 3
@@ -58,13 +65,18 @@ node "cold" {
   interval = "2s"
   wifi     = { ssid = "demo-sensors", psk = "a secret passphrase" }
 }
-`, mqtt, https, redirect)
+`, mqtt, https, redirect, version, image)
+}
+
+// app is the firmware's image at version, as idf.py build leaves it.
+func app(version string) simtest.AppFile {
+	return simtest.AppFile{Path: "build/sensor.bin", Chip: espimage.ESP32S3, Version: version, SecureVersion: 1, Bootloader: true}
 }
 
 func newSite(t *testing.T) *simtest.Site {
 	t.Helper()
-	s := simtest.New(t, siteHCL(simtest.FreePort(t), simtest.FreePort(t), simtest.FreePort(t)))
-	s.Build(t, simtest.BuildOptions{})
+	s := simtest.New(t, siteHCL(simtest.FreePort(t), simtest.FreePort(t), simtest.FreePort(t), "1.0.0", false), app("1.0.0"))
+	s.Build(t)
 	return s
 }
 
@@ -473,7 +485,7 @@ func TestSimUntrustedBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crt, key, _, err := other.Issue(pki.Request{Name: "mosquitto", Kind: pki.Server, DNSNames: []string{"testgw"}}, time.Now())
+	crt, key, _, err := other.Issue(pki.Request{Name: "mosquitto", Kind: pki.Server, DNSNames: []string{"testgw.local"}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,34 +1,27 @@
 // Package simtest makes, for the tests and benchmarks of the node tools,
 // a site from spec text: its state (CA, certificates, OTA keys), its
-// gateway's files, and the nodes' part of a build's output laid out as
-// the output contract (package outputs) says — nodes/NODE/ bundles
-// written by bundle.Write, build-info.json with its nodes — with the OTA
-// tree in the gateway's /var/lib/appliance/ota. It runs the gateway's own
-// mosquitto and nginx from the generated configs, moved under the test's
-// folder. The node tools read only the output contract; this package is
-// how their tests make one without the build. Only tests and benchmarks
-// import it.
+// gateway's files with the OTA tree, and the nodes' part of a build's
+// output — the bundles in nodes/NODE/ and build-info.json with its
+// nodes, as the output contract (package outputs) lays them out. The
+// gateway and the nodes are what desired.Resolve makes of the site, the
+// very computation appliance build runs; simtest writes its bundles as
+// the build's nodes step does, without the rest of the build (no
+// packages, no image). It runs the gateway's own mosquitto and nginx
+// from the generated configs, moved under the test's folder. The node
+// tools read only the output; only tests and benchmarks import this.
 package simtest
 
 import (
 	"bytes"
-	"crypto"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/appliance/appliance/desired"
-	"github.com/appliance/appliance/firmware"
 	"github.com/appliance/appliance/firmware/espimage"
-	"github.com/appliance/appliance/firmware/identity"
 	"github.com/appliance/appliance/internal/fwtest"
-	"github.com/appliance/appliance/firmware/ota"
-	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/outputs"
-	"github.com/appliance/appliance/pki"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
 )
@@ -42,20 +35,68 @@ type TB interface {
 	TempDir() string
 }
 
+// AppFile is an app image to write where a spec's firmware block names
+// its image, as idf.py build leaves one: fwtest's, laid out as
+// `esptool elf2image --secure-pad-v2` lays out an app.
+type AppFile struct {
+	// Path is relative to the spec's folder.
+	Path          string
+	Chip          espimage.Chip
+	Version       string
+	SecureVersion uint32
+	// Size is the app's data size (default 300,000 bytes).
+	Size int
+	// Bootloader also writes bootloader/bootloader.bin beside it, which
+	// the build puts in the bundles.
+	Bootloader bool
+}
+
+func (a AppFile) write(dir string) error {
+	if a.Size == 0 {
+		a.Size = 300000
+	}
+	p := filepath.Join(dir, a.Path)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	img := fwtest.App{Chip: a.Chip, Version: a.Version, Project: "sensor", SecureVersion: a.SecureVersion, DataSize: a.Size}.Image()
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		return err
+	}
+	if !a.Bootloader {
+		return nil
+	}
+	bl := filepath.Join(filepath.Dir(p), "bootloader", "bootloader.bin")
+	if err := os.MkdirAll(filepath.Dir(bl), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(bl, fwtest.App{Chip: a.Chip, Bootloader: true, DataSize: 20000}.Image(), 0o644)
+}
+
 // Site is a site made for a test.
 type Site struct {
 	Spec    *spec.Site
 	Gateway *desired.Gateway
 	State   *state.Store
+	// Resolved is what the last Rewrite, Build or Update resolved.
+	Resolved *desired.Resolved
 	// Dir holds the spec, Root the gateway's files, Out the build
 	// output (out/SITE).
 	Dir, Root, Out string
 }
 
-// Load writes spec text into a new folder and loads it.
-func Load(t TB, src string) (*spec.Site, *desired.Gateway, string) {
+// Load writes spec text (and app images) into dir, a new folder when
+// "", and loads it.
+func Load(t TB, dir, src string, apps ...AppFile) (*spec.Site, *desired.Gateway, string) {
 	t.Helper()
-	dir := t.TempDir()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	for _, a := range apps {
+		if err := a.write(dir); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
 	path := filepath.Join(dir, "site.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatalf("%v", err)
@@ -73,11 +114,11 @@ func Load(t TB, src string) (*spec.Site, *desired.Gateway, string) {
 	return site, g, dir
 }
 
-// New loads spec text, makes the site's state and writes the gateway's
-// files under Root.
-func New(t TB, src string) *Site {
+// New loads spec text after writing the app images it names, makes the
+// site's state and writes the gateway's files under Root.
+func New(t TB, src string, apps ...AppFile) *Site {
 	t.Helper()
-	site, g, dir := Load(t, src)
+	site, g, dir := Load(t, "", src, apps...)
 	st, err := state.Open(filepath.Join(dir, "state"), state.Options{Create: true})
 	if err != nil {
 		t.Fatalf("state: %v", err)
@@ -94,8 +135,11 @@ func New(t TB, src string) *Site {
 // Path is a gateway path under Root.
 func (s *Site) Path(p string) string { return filepath.Join(s.Root, p) }
 
-// Rewrite writes the gateway's files again after a change to the state
-// (a revocation), as a build would.
+// Rewrite resolves the site again and writes the gateway's files, the
+// OTA tree among them, as a build or push puts them on the gateway,
+// recording the OTA releases it publishes; the nodes' bundles in Out
+// stay as they were, as flashed nodes do. After a revocation it brings
+// the gateway the new CRL.
 func (s *Site) Rewrite(t TB) {
 	t.Helper()
 	r, err := s.Gateway.Resolve(s.State, time.Now())
@@ -105,212 +149,56 @@ func (s *Site) Rewrite(t TB) {
 	if err := r.Apply(desired.Folder{Root: s.Root}); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-}
-
-// StateFile reads a file of the site's state.
-func (s *Site) StateFile(t TB, rel string) []byte {
-	t.Helper()
-	b, err := s.State.ReadFile(rel)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return b
-}
-
-// BuildOptions vary what Build makes.
-type BuildOptions struct {
-	// NoApp builds as without a firmware image: bundles without an app,
-	// no OTA tree.
-	NoApp bool
-	// Version overrides the firmware's version (the app's descriptor
-	// says the same); SkipBundles then leaves the nodes' bundles as an
-	// earlier Build wrote them, as when the gateway was updated with a
-	// new firmware that the nodes do not run yet.
-	Version     string
-	SkipBundles bool
-	// AppSize is the app's data size (default 300,000 bytes).
-	AppSize int
-	// Now is the build's clock (default time.Now()).
-	Now time.Time
-}
-
-// Build makes the nodes' part of the build output in Out and the OTA
-// tree in the gateway's /var/lib/appliance/ota, and returns the
-// build-info it wrote.
-func (s *Site) Build(t TB, o BuildOptions) *outputs.Info {
-	t.Helper()
-	if o.Now.IsZero() {
-		o.Now = time.Now()
-	}
-	fws, ids, err := Inputs(s.Spec, s.State, o)
-	if err != nil {
-		t.Fatalf("node inputs: %v", err)
-	}
-	var outs []*firmware.Output
-	for i := range fws {
-		out, err := firmware.Build(fws[i], ids[i], o.Now)
-		if err != nil {
-			t.Fatalf("firmware.Build: %v", err)
-		}
-		outs = append(outs, out)
-	}
-	if o.SkipBundles {
-		for _, out := range outs {
-			out.Bundles = nil
+	for _, fw := range r.Firmware {
+		if fw.Release != nil {
+			if err := s.State.SaveRelease(fw.Name, *fw.Release); err != nil {
+				t.Fatalf("%v", err)
+			}
 		}
 	}
-	info, err := Write(s.Out, s.Path(modules.OTADir), s.Spec, fws, ids, outs)
+	s.Resolved = r
+}
+
+// Build is Rewrite, then the nodes' part of the build output in Out.
+func (s *Site) Build(t TB) *outputs.Info {
+	t.Helper()
+	s.Rewrite(t)
+	info, err := WriteNodes(s.Out, s.Spec, s.Resolved)
 	if err != nil {
-		t.Fatalf("writing the output: %v", err)
+		t.Fatalf("writing the nodes: %v", err)
 	}
 	return info
 }
 
-// Inputs are firmware.Build's inputs for every firmware of the site,
-// from the spec and the state as a build takes them: the state's
-// signing and manifest keys, each node's certificate and key, and an
-// app image (fwtest's, as elf2image --secure-pad-v2 lays one out)
-// carrying the spec's version and secure version.
-func Inputs(site *spec.Site, st *state.Store, o BuildOptions) ([]firmware.Firmware, [][]identity.Identity, error) {
-	signing, err := key(st, "ota/"+state.SecureBootKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	manifest, err := key(st, "ota/"+state.ManifestKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	manifestPub, err := pki.MarshalPublic(manifest.Public())
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, err := st.ReadFile("pki/ca.crt")
-	if err != nil {
-		return nil, nil, err
-	}
-	if o.AppSize == 0 {
-		o.AppSize = 300000
-	}
-	if o.Now.IsZero() {
-		o.Now = time.Now()
-	}
-	var fws []firmware.Firmware
-	var ids [][]identity.Identity
-	for _, f := range site.Firmware {
-		chip, err := espimage.ParseChip(f.Chip)
-		if err != nil {
-			return nil, nil, err
-		}
-		version := f.Version
-		if o.Version != "" {
-			version = o.Version
-		}
-		fw := firmware.Firmware{
-			Name: f.Name, Chip: f.Chip, Version: version, SecureVersion: f.SecureVersion, FlashSize: 4 << 20,
-			Bootloader:  fwtest.App{Chip: chip, Bootloader: true, DataSize: 20000}.Image(),
-			SigningKeys: []crypto.Signer{signing}, ManifestKey: manifest,
-			ManifestExpires: o.Now.AddDate(1, 0, 0),
-		}
-		if !o.NoApp {
-			fw.App = fwtest.App{Chip: chip, Version: version, Project: f.Name, SecureVersion: uint32(f.SecureVersion), DataSize: o.AppSize}.Image()
-		}
-		var nodes []identity.Identity
-		for _, n := range site.Nodes {
-			if n.Firmware != f.Name {
-				continue
-			}
-			id, err := nodeIdentity(site, st, n, ca, manifestPub)
-			if err != nil {
-				return nil, nil, err
-			}
-			nodes = append(nodes, id)
-		}
-		fws = append(fws, fw)
-		ids = append(ids, nodes)
-	}
-	return fws, ids, nil
+// Update replaces the spec (and writes app images), as when a new
+// firmware version is built for the gateway, and rewrites the gateway's
+// files; the nodes still run what Out holds.
+func (s *Site) Update(t TB, src string, apps ...AppFile) {
+	t.Helper()
+	s.Spec, s.Gateway, _ = Load(t, s.Dir, src, apps...)
+	s.Rewrite(t)
 }
 
-func key(st *state.Store, rel string) (crypto.Signer, error) {
-	b, err := st.ReadFile(rel)
-	if err != nil {
-		return nil, err
-	}
-	return pki.ParseKey(b)
-}
-
-// nodeIdentity is a node's identity as docs/node.md describes it: the
-// gateway's name for the broker, the time server and the OTA URL.
-func nodeIdentity(site *spec.Site, st *state.Store, n spec.Node, ca, manifestPub []byte) (identity.Identity, error) {
-	crt, err := st.ReadFile("pki/issued/" + n.Name + ".crt")
-	if err != nil {
-		return identity.Identity{}, err
-	}
-	k, err := st.ReadFile("pki/issued/" + n.Name + ".key")
-	if err != nil {
-		return identity.Identity{}, err
-	}
-	host := site.Gateway.Hostname
-	web := host
-	if site.HTTPS.Port != 443 {
-		web += ":" + strconv.Itoa(site.HTTPS.Port)
-	}
-	return identity.Identity{
-		Config: identity.Config{
-			Format: identity.ConfigFormat, Node: n.Name, Firmware: n.Firmware,
-			WiFi:       identity.WiFi{SSID: n.WiFi.SSID, PSK: n.WiFi.PSK.Reveal(), Country: n.WiFi.Country},
-			MQTT:       identity.MQTT{Host: host, Port: site.MQTT.Port, Topic: "sensors/" + n.Name + "/reading"},
-			IntervalMS: n.Interval.Milliseconds(),
-			Sensor:     identity.Sensor{Type: n.Sensor.Type, Pin: n.Sensor.Pin},
-			OTA:        identity.OTA{URL: "https://" + web + strings.TrimSuffix(site.OTA.Path, "/")},
-			TimeServer: host,
-			Tags:       n.Tags,
-		},
-		CA: ca, Cert: crt, Key: k, ManifestKeys: [][]byte{manifestPub},
-	}, nil
-}
-
-// Write writes what firmware.Build made as a build does: each node's
-// bundle in out/nodes/NODE, the OTA trees under otaDir, and
-// build-info.json with the nodes.
-func Write(out, otaDir string, site *spec.Site, fws []firmware.Firmware, ids [][]identity.Identity, outs []*firmware.Output) (*outputs.Info, error) {
+// WriteNodes writes the resolved nodes' bundles in out/nodes/NODE and
+// build-info.json with them, as appliance build does.
+func WriteNodes(out string, site *spec.Site, r *desired.Resolved) (*outputs.Info, error) {
 	info := &outputs.Info{Site: site.Name, Board: site.Gateway.Board, Hostname: site.Gateway.Hostname, Admin: site.Gateway.Admin.User}
-	for i, o := range outs {
-		for j, b := range o.Bundles {
-			name := ids[i][j].Config.Node
-			if err := os.MkdirAll(outputs.NodeDir(out, name), 0o755); err != nil {
-				return nil, err
-			}
-			if err := b.Write(outputs.NodeDir(out, name)); err != nil {
-				return nil, fmt.Errorf("node %q: %w", name, err)
-			}
-		}
-		for _, id := range ids[i] {
-			cert, err := pki.ParseCert(id.Cert)
-			if err != nil {
-				return nil, err
-			}
-			info.Nodes = append(info.Nodes, outputs.Node{
-				Name: id.Config.Node, Firmware: fws[i].Name, Version: fws[i].Version, Chip: fws[i].Chip,
-				App: !o.NoApp, CertExpires: cert.NotAfter.UTC().Format(time.RFC3339),
-			})
-		}
-		if o.OTA != nil {
-			if err := os.MkdirAll(otaDir, 0o755); err != nil {
-				return nil, err
-			}
-			if err := ota.Write(otaDir, o.OTA.Files); err != nil {
-				return nil, err
-			}
-			// The gateway's folder is root's and www-data's; the test's
-			// nginx worker runs as root, and readable is enough.
-			if err := os.Chmod(otaDir, 0o755); err != nil {
-				return nil, err
-			}
-		}
-	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
+	}
+	for _, n := range r.Nodes {
+		dir := outputs.NodeDir(out, n.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := n.Bundle.Write(dir); err != nil {
+			return nil, fmt.Errorf("node %q: %w", n.Name, err)
+		}
+		node := outputs.Node{Name: n.Name, Firmware: n.Firmware.Name, Version: n.Firmware.Version, Chip: n.Firmware.Chip, App: n.Bundle.HasApp}
+		if !n.CertExpires.IsZero() {
+			node.CertExpires = n.CertExpires.UTC().Format(time.RFC3339)
+		}
+		info.Nodes = append(info.Nodes, node)
 	}
 	if err := outputs.WriteInfo(out, info); err != nil {
 		return nil, err
@@ -318,10 +206,10 @@ func Write(out, otaDir string, site *spec.Site, fws []firmware.Firmware, ids [][
 	return info, nil
 }
 
-// BundleFile reads a file of a node's bundle.
-func (s *Site) BundleFile(t TB, node, name string) []byte {
+// StateFile reads a file of the site's state.
+func (s *Site) StateFile(t TB, rel string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(outputs.NodeDir(s.Out, node), name))
+	b, err := s.State.ReadFile(rel)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
