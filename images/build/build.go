@@ -23,6 +23,7 @@ import (
 
 	"github.com/appliance/appliance/bootinit"
 	"github.com/appliance/appliance/desired"
+	"github.com/appliance/appliance/firmware/bundle"
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/boards"
 	"github.com/appliance/appliance/images/cache"
@@ -348,10 +349,17 @@ func (b *builder) key(ctx context.Context) (string, error) {
 		fmt.Fprintf(h, "%s %o %s %s %x\n", f.Path, f.Mode, f.Owner, f.Group, sha256.Sum256(f.Data))
 	}
 	fmt.Fprintf(h, "%+v %+v %+v %+v %+v\n", g.Dirs, g.Symlinks, g.Users, g.Groups, g.Programs)
+	// A firmware's signed app is the same in every node's bundle: it is
+	// hashed once, not once a node.
+	for _, fw := range g.Firmware {
+		fmt.Fprintf(h, "firmware %s %s\n", fw.Name, fw.AppSHA256)
+	}
 	for _, n := range g.Nodes {
-		fmt.Fprintf(h, "node %s\n", n.Name)
+		fmt.Fprintf(h, "node %s %s\n", n.Name, n.Firmware.Name)
 		for _, f := range n.Bundle.Files {
-			fmt.Fprintf(h, "%s %x\n", f.Path, sha256.Sum256(f.Data))
+			if f.Path != bundle.AppFile {
+				fmt.Fprintf(h, "%s %x\n", f.Path, sha256.Sum256(f.Data))
+			}
 		}
 	}
 	fmt.Fprintf(h, "source %s\n", b.srcHash)
