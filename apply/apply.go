@@ -110,10 +110,14 @@ type options struct {
 	// on the machine, not on the root.
 	Runner string
 	// Checks limits the checks to these kinds; none means all.
-	Checks    []string
-	Boot      bool
-	Now       func() time.Time
-	StopAfter int
+	Checks []string
+	// ConfirmWithin makes a switch wait that long for confirm before it
+	// commits (confirm.go); SystemdRun starts the timer that undoes it.
+	ConfirmWithin time.Duration
+	SystemdRun    string
+	Boot          bool
+	Now           func() time.Time
+	StopAfter     int
 }
 
 type applier struct {
@@ -130,7 +134,8 @@ const usage = `usage: appliance-apply COMMAND [flags]
 
   switch    apply the staged generation (staging/manifest.json)
   rollback  return to the previous generation, as a new generation
-  recover   roll back an apply that was interrupted
+  recover   roll back an apply that was interrupted (or not confirmed)
+  confirm   commit a switch made with --confirm-within
   list      print the generations as JSON
 
 flags:
@@ -173,6 +178,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = a.locked(ctx, a.doRollback)
 	case "recover":
 		err = a.locked(ctx, func(context.Context) error { return nil })
+	case "confirm":
+		err = a.lockedKeepingJournal(ctx, a.doConfirm)
 	case "list":
 		err = a.list(stdout)
 	default:
@@ -199,6 +206,8 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fl.DurationVar(&o.ActionTimeout, "action-timeout", 2*time.Minute, "how long one action or tool may run")
 	fl.BoolVar(&o.Boot, "boot", false, "recover at boot, before the services start: restart nothing")
 	fl.StringVar(&o.Runner, "run", "", "run the actions' commands through this `program` (a root that is not / needs one)")
+	fl.DurationVar(&o.ConfirmWithin, "confirm-within", 0, "switch: commit only once confirm runs within this long, else return to the previous generation")
+	fl.StringVar(&o.SystemdRun, "systemd-run", "systemd-run", "the systemd-run `program`, for the timer of --confirm-within")
 	fl.Func("checks", "run only the checks of these `kinds` (comma-separated: unit, tcp, tls, http, system)", func(v string) error {
 		o.Checks = strings.Split(v, ",")
 		return nil
@@ -209,13 +218,25 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 // locked runs a command that may change the gateway: under the lock,
 // after recovering an interrupted apply, ending with "done".
 func (a *applier) locked(ctx context.Context, cmd func(context.Context) error) error {
+	return a.lockedWith(ctx, true, cmd)
+}
+
+// lockedKeepingJournal is locked for confirm, which commits the journal
+// of the switch it confirms instead of rolling it back.
+func (a *applier) lockedKeepingJournal(ctx context.Context, cmd func(context.Context) error) error {
+	return a.lockedWith(ctx, false, cmd)
+}
+
+func (a *applier) lockedWith(ctx context.Context, recover bool, cmd func(context.Context) error) error {
 	err := a.prepare()
 	if err == nil {
 		err = a.lock()
 	}
 	if err == nil {
 		defer a.lockFile.Close()
-		err = a.recoverJournal(ctx)
+		if recover {
+			err = a.recoverJournal(ctx)
+		}
 	}
 	if err == nil {
 		err = cmd(ctx)

@@ -37,6 +37,9 @@ const (
 	phaseActions  = "actions"
 	phaseChecks   = "checks"
 	phaseRollback = "rollback"
+	// phaseConfirm: installed and checked, waiting for push to confirm
+	// over a new connection (see confirm.go).
+	phaseConfirm = "confirm"
 )
 
 // journal is apply.json: an apply under way, from its first change on
@@ -54,6 +57,8 @@ type journal struct {
 	Restart bool `json:"restart,omitempty"`
 	// Before is every path the apply changes, as it was.
 	Before []state `json:"before"`
+	// ConfirmBy is when an unconfirmed switch is undone.
+	ConfirmBy time.Time `json:"confirm_by,omitzero"`
 }
 
 func genDir(n int) string       { return generationsDir + "/" + strconv.Itoa(n) }

@@ -97,6 +97,12 @@ func (a *applier) run(ctx context.Context, p plan) error {
 	if failed := a.checks(ctx, p.to.Checks); len(failed) > 0 {
 		return a.rollback(ctx, j, fmt.Errorf("check %s failed", strings.Join(failed, ", ")))
 	}
+	if p.kind == "switch" && a.opt.ConfirmWithin > 0 {
+		if err := a.awaitConfirm(ctx, j); err != nil {
+			return a.rollback(ctx, j, err)
+		}
+		return nil
+	}
 	return a.commit(j, p.from)
 }
 

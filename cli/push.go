@@ -115,6 +115,10 @@ func runPush(ctx context.Context, e *Env, args []string) error {
 	return reportPushes(e, results, *asJSON, *planOnly)
 }
 
+// confirmWithin is how long a switched gateway waits for push to come
+// back over a new connection before it returns to its old generation.
+const confirmWithin = 2 * time.Minute
+
 // pushResult is what happened to one gateway.
 type pushResult struct {
 	Spec       string   `json:"spec"`
@@ -187,11 +191,19 @@ func pushOne(ctx context.Context, e *Env, out io.Writer, path string, sf *specFl
 			return fmt.Errorf("uploading: %w", err)
 		}
 		fmt.Fprintf(out, "%-10s %d files, %s (%d already on the gateway)\n", "upload", st.Files, formatBytes(st.Bytes), st.Reused)
-		if err := gw.Switch(ctx, cur, p.applySHA, eventPrinter(out)); err != nil {
+		awaiting, err := gw.Switch(ctx, cur, p.applySHA, confirmWithin, eventPrinter(out))
+		if err != nil {
 			if errors.Is(err, push.ErrRolledBack) {
 				r.RolledBack = true
 			}
 			return err
+		}
+		if awaiting {
+			if err := gw.Confirm(ctx, p.target, eventPrinter(out)); errors.Is(err, push.ErrUnconfirmed) {
+				return fmt.Errorf("%v. The gateway returns to generation %d by itself within %s: the new generation probably shuts SSH out (check firewall.ssh_from, ssh and the gateway's address)", err, r.From, confirmWithin)
+			} else if err != nil {
+				return err
+			}
 		}
 		// The gateway serves these manifests now: the next ones go on
 		// from their versions.

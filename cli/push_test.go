@@ -37,7 +37,7 @@ if [ "$(basename "$0")" = systemctl ]; then
 fi
 exit 0
 `
-	for _, tool := range []string{"systemctl", "dpkg", "run"} {
+	for _, tool := range []string{"systemctl", "dpkg", "run", "systemd-run"} {
 		p := filepath.Join(dir, tool)
 		if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
 			t.Fatal(err)
@@ -193,6 +193,10 @@ func TestPushOverSSH(t *testing.T) {
 	code, out, errs = push()
 	if code != 0 || !strings.Contains(errs, "runs generation 3") {
 		t.Fatalf("push of a setting: exit %d\n%s%s", code, out, errs)
+	}
+	// It was committed only once confirmed over a new connection.
+	if !strings.Contains(errs, "waits for a new connection to confirm it") || !strings.Contains(errs, "generation 3 committed") {
+		t.Errorf("the switch was not confirmed over a new connection:\n%s", errs)
 	}
 	diff := testenv.DiffTrees(before, tree())
 	for _, l := range strings.Split(diff, "\n") {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,7 @@ func newGatewayFixture(t *testing.T) *gatewayFixture {
 	tools := t.TempDir()
 	f.calls = filepath.Join(tools, "calls")
 	script := "#!/bin/sh\necho \"$(basename \"$0\") $*\" >>" + f.calls + "\ncase $1 in is-active) echo active ;; is-system-running) echo running ;; esac\n"
-	for _, tool := range []string{"systemctl", "run"} {
+	for _, tool := range []string{"systemctl", "run", "systemd-run"} {
 		p := filepath.Join(tools, tool)
 		os.WriteFile(p, []byte(script), 0o755)
 		f.args = append(f.args, "--"+tool+"="+p)
@@ -102,12 +103,13 @@ func (f *gatewayFixture) push(t *testing.T, m *generation.Manifest, blobs map[st
 		return err
 	}
 	n := 0
-	return g.Switch(context.Background(), cur, apply, func(generation.Event) {
+	_, err = g.Switch(context.Background(), cur, apply, 0, func(generation.Event) {
 		n++
 		if n == cutAfter {
 			g.Close()
 		}
 	})
+	return err
 }
 
 // onlyGeneration checks that the gateway is wholly on one generation:
@@ -158,7 +160,7 @@ func TestConnectionCut(t *testing.T) {
 	m2.Generation = cur.Generation + 1
 	d := generation.Compare(cur, m2)
 	g.Stage(context.Background(), d, push.Upload{Current: cur, Manifest: m2, Blobs: b2, Apply: apply})
-	g.Switch(context.Background(), cur, apply, func(generation.Event) { events++ })
+	g.Switch(context.Background(), cur, apply, 0, func(generation.Event) { events++ })
 	if events < 8 {
 		t.Fatalf("a switch reported %d events", events)
 	}
@@ -198,5 +200,60 @@ func TestConnectionCut(t *testing.T) {
 	st, err = g.Stage(context.Background(), d, push.Upload{Current: cur, Manifest: m, Blobs: b, Apply: apply})
 	if err != nil || st.Files != 0 || st.Reused == 0 {
 		t.Errorf("a second stage sent %+v; want nothing sent again", st)
+	}
+}
+
+// TestConfirm: a switch made to wait for confirmation commits once push
+// confirms it over a new connection; unconfirmed, the timer's recover
+// returns the gateway to the old generation.
+func TestConfirm(t *testing.T) {
+	f := newGatewayFixture(t)
+	m1, b1, apply := f.generation(0, "one")
+	if err := f.push(t, m1, b1, apply, 0); err != nil {
+		t.Fatal(err)
+	}
+	switchAwaiting := func(body string) (*push.Gateway, *generation.Manifest) {
+		g := f.dial(t)
+		cur, _ := g.Current()
+		m, b, _ := f.generation(cur.Generation+1, body)
+		d := generation.Compare(cur, m)
+		if _, err := g.Stage(context.Background(), d, push.Upload{Current: cur, Manifest: m, Blobs: b, Apply: apply}); err != nil {
+			t.Fatal(err)
+		}
+		awaiting, err := g.Switch(context.Background(), cur, apply, time.Minute, nil)
+		if err != nil || !awaiting {
+			t.Fatalf("a switch to confirm: awaiting %v, %v", awaiting, err)
+		}
+		calls, _ := os.ReadFile(f.calls)
+		if !strings.Contains(string(calls), "systemd-run --unit appliance-apply-confirm --on-active 60s") {
+			t.Errorf("no timer was started to undo the switch:\n%s", calls)
+		}
+		return g, cur
+	}
+	g, cur := switchAwaiting("two")
+	if err := g.Confirm(context.Background(), f.target, nil); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	if n := f.onlyGeneration(t, f.dial(t), nil); n != cur.Generation+1 {
+		t.Errorf("after the confirm the gateway is on generation %d; want %d", n, cur.Generation+1)
+	}
+	if _, err := os.Stat(filepath.Join(f.root, generation.Root, "apply.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the confirmed switch left its journal")
+	}
+
+	// Unconfirmed: the timer runs recover, and the gateway is back.
+	g, cur = switchAwaiting("three")
+	if err := g.Run(context.Background(), append([]string{filepath.Join(f.root, generation.ApplyPath), "recover", "--root", f.root}, f.args...), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.onlyGeneration(t, f.dial(t), nil); n != cur.Generation {
+		t.Errorf("after an unconfirmed switch the gateway is on generation %d; want %d", n, cur.Generation)
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.root, "etc/demo/demo.conf")); string(b) != "two" {
+		t.Errorf("after an unconfirmed switch demo.conf holds %q", b)
+	}
+	// And a confirm too late says so.
+	if err := g.Confirm(context.Background(), f.target, nil); err == nil || !strings.Contains(err.Error(), "no switch waits for confirmation") {
+		t.Errorf("a confirm after the undo: %v", err)
 	}
 }

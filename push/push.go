@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/appliance/appliance/generation"
 	"golang.org/x/crypto/ssh"
@@ -235,25 +236,58 @@ func installed(cur *generation.Manifest, apply string) bool {
 // to the staged generation; each event it reports goes to events. An
 // error wrapping ErrRolledBack means the gateway is on its previous
 // generation and says why.
-func (g *Gateway) Switch(ctx context.Context, cur *generation.Manifest, apply string, events func(generation.Event)) error {
+//
+// With confirmWithin, the gateway commits the new generation only once
+// Confirm reaches it over a new connection within that long, and
+// returns to the old one by itself otherwise: Switch then reports
+// awaiting.
+func (g *Gateway) Switch(ctx context.Context, cur *generation.Manifest, apply string, confirmWithin time.Duration, events func(generation.Event)) (awaiting bool, err error) {
 	prog := g.appliance("staging/blobs/" + apply)
 	if installed(cur, apply) {
 		prog = g.path(generation.ApplyPath)
 	}
-	return g.apply(ctx, prog, "switch", events)
+	var extra []string
+	if confirmWithin > 0 {
+		extra = append(extra, fmt.Sprintf("--confirm-within=%ds", int(confirmWithin/time.Second)))
+	}
+	err = g.apply(ctx, prog, "switch", extra, func(ev generation.Event) {
+		if ev.Step == "confirm" {
+			awaiting = true
+		}
+		if events != nil {
+			events(ev)
+		}
+	})
+	return awaiting && err == nil, err
 }
+
+// Confirm commits a switch that waits for confirmation, over a new
+// connection to target: one that the new generation let in.
+func (g *Gateway) Confirm(ctx context.Context, target Target, events func(generation.Event)) error {
+	c, err := Dial(ctx, target)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnconfirmed, err)
+	}
+	defer c.Close()
+	ng := &Gateway{Conn: c, Root: g.Root, ApplyArgs: g.ApplyArgs}
+	return ng.apply(ctx, ng.path(generation.ApplyPath), "confirm", nil, events)
+}
+
+// ErrUnconfirmed is a switch push could not confirm: no new connection
+// got through to the gateway after it.
+var ErrUnconfirmed = errors.New("the gateway took no new connection after the switch")
 
 // Rollback returns the gateway to its previous generation.
 func (g *Gateway) Rollback(ctx context.Context, events func(generation.Event)) error {
-	return g.apply(ctx, g.path(generation.ApplyPath), "rollback", events)
+	return g.apply(ctx, g.path(generation.ApplyPath), "rollback", nil, events)
 }
 
-func (g *Gateway) apply(ctx context.Context, prog, verb string, events func(generation.Event)) error {
+func (g *Gateway) apply(ctx context.Context, prog, verb string, extra []string, events func(generation.Event)) error {
 	argv := []string{prog, verb}
 	if g.Root != "" {
 		argv = append(argv, "--root", g.Root)
 	}
-	argv = append(argv, g.ApplyArgs...)
+	argv = append(append(argv, g.ApplyArgs...), extra...)
 	pr, pw := io.Pipe()
 	var failed []string
 	done := make(chan struct{})
