@@ -17,7 +17,7 @@ FUZZ_LITTLEFS ?= 400000x
 # The C firmware's libFuzzer targets count runs too (5–15 s each here).
 FUZZ_FIRMWARE ?= 500000
 
-.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image boot-test reproducible-programs clean
+.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image bench-push boot-test reproducible-programs clean
 
 all: build
 
@@ -104,6 +104,12 @@ bench-rootfs: deps
 bench-image: build deps
 	$(GO) build -o bin/bench-image ./cmd/bench-image
 	bin/bench-image
+
+# appliance push against an Ansible playbook doing the same, both through
+# sshd on loopback: nothing changed, one file, a node added (root).
+bench-push: deps
+	@command -v ansible-playbook >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null)
+	$(GO) run ./cmd/bench-push $(BENCH_PUSH_FLAGS)
 
 # Ingest against mosquitto_sub on the same stream, through real mosquitto
 # and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.

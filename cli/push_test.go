@@ -1,123 +1,18 @@
 package cli
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/appliance/appliance/desired"
 	"github.com/appliance/appliance/generation"
-	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/internal/testenv"
 	"github.com/appliance/appliance/pki"
-	"github.com/appliance/appliance/spec"
+	"github.com/appliance/appliance/push/pushtest"
 	"github.com/appliance/appliance/state"
 )
-
-// fakeTools writes stand-ins for the gateway's systemctl, dpkg and the
-// actions' commands: each records its arguments in calls; systemctl
-// answers is-active with "failed" for the units listed in failing, and
-// "active" otherwise.
-func fakeTools(t *testing.T, dir string) (calls, failing string, args []string) {
-	t.Helper()
-	calls, failing = filepath.Join(dir, "calls"), filepath.Join(dir, "failing")
-	os.WriteFile(failing, nil, 0o644)
-	script := `#!/bin/sh
-echo "$(basename "$0") $*" >>` + calls + `
-if [ "$(basename "$0")" = systemctl ]; then
-	case $1 in
-	is-active) if grep -qx "$2" ` + failing + `; then echo failed; exit 3; fi; echo active ;;
-	is-system-running) echo running ;;
-	esac
-fi
-exit 0
-`
-	for _, tool := range []string{"systemctl", "dpkg", "run", "systemd-run"} {
-		p := filepath.Join(dir, tool)
-		if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "--apply-arg=--"+tool+"="+p)
-	}
-	// Only what the stand-ins answer: the services do not run here.
-	args = append(args, "--apply-arg=--checks=unit,system", "--apply-arg=--check-timeout=2s")
-	return calls, failing, args
-}
-
-// builtGateway makes a gateway root as appliance build leaves one: the
-// desired files, and generation 1 recording them, with the host's
-// accounts (the image's come from base-passwd) and the site's own.
-func builtGateway(t *testing.T, specPath, stateDir string, env []string) string {
-	t.Helper()
-	root := t.TempDir()
-	site, rep := spec.Load(specPath, spec.Options{Environ: env})
-	if rep.HasErrors() {
-		var b bytes.Buffer
-		rep.WriteText(&b)
-		t.Fatal(b.String())
-	}
-	g, err := desired.Compute(site)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := state.Open(stateDir, state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	r, err := g.Resolve(st, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The accounts of Debian's base-passwd that the site's files use,
-	// then the site's own, as the image has them.
-	for _, d := range []string{"etc", "usr/bin", "usr/sbin", "usr/lib", "var/lib"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
-	}
-	for f, body := range map[string]string{
-		"passwd":  "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n",
-		"group":   "root:x:0:\nadm:x:4:\nsudo:x:27:\nwww-data:x:33:\nshadow:x:42:\n",
-		"shadow":  "root:*:20000:0:99999:7:::\nwww-data:*:20000:0:99999:7:::\n",
-		"gshadow": "root:*::\nadm:*::\nsudo:*::\nwww-data:*::\nshadow:*::\n",
-	} {
-		os.WriteFile(filepath.Join(root, "etc", f), []byte(body), 0o644)
-	}
-	for _, gr := range r.Groups {
-		testenv.MustRun(t, "groupadd", "--prefix", root, "-g", strconv.Itoa(gr.GID), gr.Name)
-	}
-	for _, u := range r.Users {
-		args := []string{"--prefix", root, "-u", strconv.Itoa(u.UID), "-g", u.Group, "-d", u.Home, "-s", u.Shell, "-M"}
-		if len(u.Groups) > 0 {
-			args = append(args, "-G", strings.Join(u.Groups, ","))
-		}
-		testenv.MustRun(t, "useradd", append(args, u.Name)...)
-	}
-	if err := r.Apply(desired.Folder{Root: root}); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := rootfs.ReadLock(site.Location.Lock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkgs []generation.Package
-	for _, p := range lock.Packages {
-		pkgs = append(pkgs, generation.Package{Name: p.Name, Version: p.Version, Arch: p.Architecture, SHA256: p.SHA256})
-	}
-	// Without appliance's programs, which the build puts in for the
-	// gateway's architecture and push for this machine's.
-	gen := r.Generation(1, time.Now(), "test", nil, pkgs)
-	data, _ := gen.Manifest.Marshal()
-	manifest, current, target := desired.GenerationFiles(1)
-	os.MkdirAll(filepath.Dir(filepath.Join(root, manifest)), 0o700)
-	os.WriteFile(filepath.Join(root, manifest), data, 0o600)
-	os.Symlink(target, filepath.Join(root, current))
-	return root
-}
 
 // TestPushOverSSH pushes the demo site to a gateway behind a real sshd,
 // the gateway being a root folder and stand-ins for systemctl: the first
@@ -145,13 +40,24 @@ func TestPushOverSSH(t *testing.T) {
 	if code, _, errs := run(t, env, "plan", specPath); code != 0 {
 		t.Fatalf("plan: %s", errs)
 	}
-	root := builtGateway(t, specPath, stateDir, env)
+	root := t.TempDir()
+	if err := pushtest.Gateway(root, specPath, stateDir, env); err != nil {
+		t.Fatal(err)
+	}
 	st, _ := state.Open(stateDir, state.Options{})
 	hostKey, _ := st.ReadFile("ssh/" + state.HostKeyEd25519)
 	deployPub, _ := st.ReadFile("ssh/" + state.DeployKey + ".pub")
 	st.Close()
 	srv := testenv.StartSSHD(t, hostKey, deployPub)
-	calls, failing, tools := fakeTools(t, t.TempDir())
+	ft, err := pushtest.FakeTools(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls, failing := ft.Calls, ft.Failing
+	var tools []string
+	for _, a := range ft.ApplyArgs {
+		tools = append(tools, "--apply-arg="+a)
+	}
 	push := func(extra ...string) (int, string, string) {
 		t.Helper()
 		args := append([]string{"push", "--host", srv.Addr, "--gateway-root", root, "--gateway-arch", runtime.GOARCH}, tools...)

@@ -15,20 +15,22 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/appliance/appliance/images/gobin"
 )
 
 func main() {
 	out := flag.String("o", "embedded", "folder to write")
+	arches := flag.String("arch", strings.Join(gobin.Arches, ","), "the GOARCHes to build for, comma-separated (benchmarks run the gateway's programs on this machine)")
 	flag.Parse()
-	if err := run(context.Background(), *out); err != nil {
+	if err := run(context.Background(), *out, strings.Split(*arches, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, out string) error {
+func run(ctx context.Context, out string, arches []string) error {
 	src, err := gobin.SourceDir()
 	if err != nil {
 		return err
@@ -50,7 +52,7 @@ func run(ctx context.Context, out string) error {
 		return err
 	}
 	m := gobin.Manifest{Go: goVersion}
-	for _, arch := range gobin.Arches {
+	for _, arch := range arches {
 		dir := "linux-" + arch
 		if b, err := gobin.BuildCommand(ctx, src, arch, filepath.Join(tmp, dir), gobin.Gateway...).CombinedOutput(); err != nil {
 			return fmt.Errorf("building the gateway's programs for linux/%s: %v\n%s", arch, err, b)
