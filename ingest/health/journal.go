@@ -103,6 +103,9 @@ var (
 	mqttNewConn = regexp.MustCompile(`^New connection from (\S+) on port \d+\.$`)
 	mqttDenied  = regexp.MustCompile(`^Denied PUBLISH from (\S+) \(`)
 	mqttNotAuth = regexp.MustCompile(`^Client (\S+) disconnected, not authorised\.$`)
+	// A handshake that fails while the connection is accepted is told
+	// in one line instead of two.
+	mqttFailed = regexp.MustCompile(`^Client connection from (\S+) failed: (.*)$`)
 )
 
 // Classifier turns journal entries into events. It keeps the address
@@ -132,11 +135,20 @@ func (c *Classifier) mqtt(e Entry) (Event, bool) {
 		c.lastMQTTAddr = m[1]
 		return Event{}, false
 	}
+	tlsErr := ""
+	if strings.HasPrefix(msg, "OpenSSL Error[0]:") {
+		tlsErr = msg
+	} else if m := mqttFailed.FindStringSubmatch(msg); m != nil {
+		tlsErr, ev.Client = m[2], m[1]
+	}
 	switch {
-	case strings.HasPrefix(msg, "OpenSSL Error[0]:") && strings.Contains(msg, "peer did not return a certificate"):
+	case strings.Contains(tlsErr, "peer did not return a certificate"):
 		ev.Reason = NoCertificate
-	case strings.HasPrefix(msg, "OpenSSL Error[0]:") && strings.Contains(msg, "certificate verify failed"):
+	case strings.Contains(tlsErr, "certificate verify failed"):
 		ev.Reason = BadCertificate
+	case tlsErr != "":
+		// A client that gave up, or a port probe.
+		return Event{}, false
 	default:
 		if m := mqttDenied.FindStringSubmatch(msg); m != nil {
 			ev.Reason, ev.Client = ACLDenied, m[1]
