@@ -90,8 +90,8 @@ func startGateway(t *testing.T) *gatewayLogs {
 	os.WriteFile(g.pwFile, []byte(password+"\n"), 0o600)
 	cert, key := p.Issue(t, pki.Request{Name: "ingest", Kind: pki.Client})
 	g.ingest = ingest.Config{
-		MQTT: ingest.MQTT{Broker: g.broker.Addr(), ServerName: "localhost", CAFile: p.CAFile, CertFile: cert, KeyFile: key, ClientID: "appliance-ingest"},
-		InfluxDB: ingest.InfluxDB{URL: g.db.URL(), Version: 1, Database: "sensors", User: "ingest", PasswordFile: g.pwFile},
+		MQTT:      ingest.MQTT{Broker: g.broker.Addr(), ServerName: "localhost", CAFile: p.CAFile, CertFile: cert, KeyFile: key, ClientID: "appliance-ingest"},
+		InfluxDB:  ingest.InfluxDB{URL: g.db.URL(), Version: 1, Database: "sensors", User: "ingest", PasswordFile: g.pwFile},
 		BatchSize: 5000, FlushInterval: ingest.Duration(200 * time.Millisecond),
 		Spool:  ingest.Spool{Dir: filepath.Join(dir, "spool"), MaxBytes: 64 << 20},
 		Listen: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),

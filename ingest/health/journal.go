@@ -112,8 +112,8 @@ var (
 // of the last connection Mosquitto announced, which its TLS errors do
 // not repeat.
 type Classifier struct {
-	OTAPath string
-	Images  map[string]Image
+	OTAPath      string
+	Images       map[string]Image
 	lastMQTTAddr string
 }
 
