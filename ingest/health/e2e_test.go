@@ -375,7 +375,7 @@ func TestHealthFromRealLogs(t *testing.T) {
 		t.Errorf("no expiry of mosquitto's certificate: %v", certs)
 	}
 	in := series(t, g.db, `SELECT last("up") AS "up", last("influxdb_up") AS "influx", last("spool_pending") AS "pending" FROM "health_ingest"`)
-	if len(in) == 0 || in[0].Rows[0]["up"] != true || in[0].Rows[0]["influx"] != true {
+	if len(in) == 0 || in[0].Rows[0]["up"] != 1.0 || in[0].Rows[0]["influx"] != 1.0 {
 		t.Errorf("ingest's health: %v, want up and writing", in)
 	}
 	disk := series(t, g.db, `SELECT last("used_percent") FROM "health_disk"`)

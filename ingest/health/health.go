@@ -413,12 +413,13 @@ func (m *Monitor) snapshot(now time.Time, view IngestView, disk DiskView, diskEr
 	st.Ingest = IngestStatus{Up: view.Up, MQTTConnected: view.MQTTConnected, InfluxDBUp: view.InfluxDBUp,
 		SpoolBytes: view.SpoolBytes, SpoolPending: view.SpoolPending, SpoolFull: view.SpoolFull, WriteFailures: view.WriteFailures}
 	enc.StartLine(MIngest)
-	enc.AddField("up", lineprotocol.BoolValue(view.Up))
+	// Flags are 0 or 1, so that alert rules can compare them; an ingest
+	// that does not answer writes nothing.
+	enc.AddField("influxdb_up", lineprotocol.IntValue(int64(b2i(view.Up && view.InfluxDBUp))))
 	if view.Up {
-		enc.AddField("influxdb_up", lineprotocol.BoolValue(view.InfluxDBUp))
-		enc.AddField("mqtt_connected", lineprotocol.BoolValue(view.MQTTConnected))
+		enc.AddField("mqtt_connected", lineprotocol.IntValue(int64(b2i(view.MQTTConnected))))
 		enc.AddField("spool_bytes", lineprotocol.IntValue(view.SpoolBytes))
-		enc.AddField("spool_full", lineprotocol.BoolValue(view.SpoolFull))
+		enc.AddField("spool_full", lineprotocol.IntValue(int64(b2i(view.SpoolFull))))
 		enc.AddField("spool_pending", lineprotocol.IntValue(view.SpoolPending))
 		delta := int64(0)
 		if m.prev != nil && m.prev.Up && view.WriteFailures >= m.prev.WriteFailures {
@@ -427,6 +428,7 @@ func (m *Monitor) snapshot(now time.Time, view IngestView, disk DiskView, diskEr
 		enc.AddField("write_failures", lineprotocol.IntValue(delta))
 		enc.AddField("write_failures_total", lineprotocol.IntValue(view.WriteFailures))
 	}
+	enc.AddField("up", lineprotocol.IntValue(int64(b2i(view.Up))))
 	enc.EndLine(now)
 	emit()
 	m.prev, m.prevAt = &view, now
@@ -486,6 +488,13 @@ func (m *Monitor) loadImages() {
 		m.classify.Images[k] = v // old images keep the version they had
 	}
 	m.mu.Unlock()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Status is the latest snapshot, shown by `appliance status`.
