@@ -1,12 +1,17 @@
 package modules_test
 
 import (
+	"io/fs"
 	"os"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/appliance/appliance/evidence"
 	"github.com/appliance/appliance/ingest/health"
+	"github.com/appliance/appliance/modules"
+	"github.com/appliance/appliance/spec"
 )
 
 // TestHealthConfig: the health program takes the configuration the
@@ -39,3 +44,48 @@ func TestHealthConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestClaims: every claim of the CRA report names a requirement of
+// Annex I, a feature and tests, and every test it names exists
+// (package.TestName, the package by its folder's name).
+func TestClaims(t *testing.T) {
+	site, rep := spec.Load("../examples/greenhouse.hcl", spec.Options{Environ: []string{}, Partial: true})
+	if rep.HasErrors() {
+		t.Fatalf("%v", rep.Diagnostics)
+	}
+	set, err := modules.Collect(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := append(set.Claims(), evidence.BuildClaims...)
+	if err := evidence.CheckClaims(claims); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]bool{}
+	filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, m := range testFuncRe.FindAllSubmatch(b, -1) {
+			tests[filepath.Base(filepath.Dir(p))+"."+string(m[1])] = true
+		}
+		return nil
+	})
+	covered := map[string]bool{}
+	for _, c := range claims {
+		covered[c.Requirement] = true
+		for _, name := range c.Tests {
+			if !tests[name] {
+				t.Errorf("%s claims %s with test %s, which does not exist", c.Module, c.Requirement, name)
+			}
+		}
+	}
+	for _, want := range []string{"I.2(b)", "I.2(c)", "I.2(d)", "I.2(e)", "I.2(f)", "I.2(j)", "I.2(l)", "II.1"} {
+		if !covered[want] {
+			t.Errorf("no feature claims %s", want)
+		}
+	}
+}
+
+var testFuncRe = regexp.MustCompile(`(?m)^func (Test\w+)\(t \*testing\.T\)`)
