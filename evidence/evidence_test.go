@@ -60,7 +60,9 @@ func securityArchive(t *testing.T) *apt.Source {
 	repo := &fixture.Repo{Suite: "trixie-security", Key: key, Debs: []*fixture.Deb{
 		{Name: "libfoo1", Version: "1.0-1+deb13u2", Arch: "arm64", Fields: map[string]string{"Source": "libfoo"},
 			Files: []fixture.File{{Path: "./usr/share/doc/libfoo1/changelog.Debian.gz", Body: gz(clNew)}}},
-		{Name: "bar", Version: "2.0-1", Arch: "arm64"},
+		{Name: "bar", Version: "2.0-1+deb13u1", Arch: "arm64", Files: []fixture.File{{Path: "./usr/share/doc/bar/changelog.Debian.gz",
+			Body: gz(entry("bar", "2.0-1+deb13u1", "trixie-security", "  * Fix a security issue in the parser.") + entry("bar", "2.0-1", "unstable", "  * New upstream."))}}},
+		{Name: "qux", Version: "1.0-1", Arch: "arm64"},
 	}}
 	dir := t.TempDir()
 	if _, err := repo.Write(dir); err != nil {
@@ -115,8 +117,8 @@ func input(t *testing.T, src *apt.Source, offline bool) evidence.Input {
 	}
 }
 
-// TestSecurityUpdates: the security suite has a newer libfoo1 than the
-// lock, bar at the locked version, no baz.
+// TestSecurityUpdates: the security suite has newer libfoo1 and bar
+// than the lock, and no baz.
 func TestSecurityUpdates(t *testing.T) {
 	src := securityArchive(t)
 	in := input(t, src, false)
@@ -124,7 +126,7 @@ func TestSecurityUpdates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ups) != 1 || ups[0].String() != "libfoo1 1.0-1+deb13u1 → 1.0-1+deb13u2 (trixie-security)" {
+	if len(ups) != 2 || ups[0].String() != "bar 2.0-1 → 2.0-1+deb13u1 (trixie-security)" || ups[1].String() != "libfoo1 1.0-1+deb13u1 → 1.0-1+deb13u2 (trixie-security)" {
 		t.Errorf("updates = %v", ups)
 	}
 }
@@ -148,7 +150,8 @@ func vulns(t *testing.T, b []byte) map[string]cdx.Vulnerability {
 // the CVEs its own changelog names for this release (its security
 // upload and point release, not the upload to unstable before the
 // release), and is affected by the two that the security suite's newer
-// version fixes, with the update to take; the document is valid
+// version fixes, with the update to take; bar's update, which names no
+// CVE, is a vulnerability of its own; the document is valid
 // CycloneDX 1.6 and points at the SBOM's components. Offline, with the
 // suite never read, it says so and holds the locked fixes only.
 func TestVEXAgainstFixtureArchive(t *testing.T) {
@@ -159,8 +162,8 @@ func TestVEXAgainstFixtureArchive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Fixed != 2 || sum.Affected != 2 || len(sum.Updates) != 1 || sum.Unchecked != "" {
-		t.Errorf("summary %+v, want 2 fixed, 2 affected, 1 update", sum)
+	if sum.Fixed != 2 || sum.Affected != 3 || len(sum.Updates) != 2 || sum.Unchecked != "" {
+		t.Errorf("summary %+v, want 2 fixed, 3 affected, 2 updates", sum)
 	}
 	b, _ := os.ReadFile(filepath.Join(out, evidence.VEXName))
 	validCycloneDX(t, b)
@@ -170,7 +173,8 @@ func TestVEXAgainstFixtureArchive(t *testing.T) {
 		got = append(got, k)
 	}
 	slices.Sort(got)
-	want := []string{"CVE-2025-0001 resolved", "CVE-2025-0002 resolved", "CVE-2026-1111 exploitable", "CVE-2026-2222 exploitable"}
+	// bar's update names no CVE: the update names the vulnerability.
+	want := []string{"CVE-2025-0001 resolved", "CVE-2025-0002 resolved", "CVE-2026-1111 exploitable", "CVE-2026-2222 exploitable", "DEBIAN-bar-2.0-1+deb13u1 exploitable"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("VEX states %q, want %q", got, want)
 	}

@@ -106,18 +106,23 @@ func UpdateFixes(ctx context.Context, c *apt.Client, ca *cache.Cache, updates []
 	}
 	var out []Finding
 	for _, u := range updates {
-		gz := bySource[sourceOf(u.Locked)]
-		if gz == nil {
-			continue
-		}
-		fixes, err := ChangelogFixes(gz, func(v, _ string) bool {
-			return compare(v, u.Version) > 0 && compare(v, u.Newer) <= 0
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", u.Name, u.Newer, err)
+		var fixes []Fix
+		if gz := bySource[sourceOf(u.Locked)]; gz != nil {
+			var err error
+			fixes, err = ChangelogFixes(gz, func(v, _ string) bool {
+				return compare(v, u.Version) > 0 && compare(v, u.Newer) <= 0
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", u.Name, u.Newer, err)
+			}
 		}
 		for _, f := range fixes {
 			out = append(out, Finding{CVE: f.CVE, Package: u.Locked, FixedIn: u.Newer, Suite: u.Suite})
+		}
+		if len(fixes) == 0 {
+			// A security update whose changelog names no CVE is a
+			// vulnerability all the same, named by the update.
+			out = append(out, Finding{Package: u.Locked, FixedIn: u.Newer, Suite: u.Suite})
 		}
 	}
 	return out, nil
@@ -175,7 +180,7 @@ func VEX(findings []Finding, sbom *cdx.BOM, when time.Time, tool string) *cdx.BO
 	}
 	groups := map[key][]Finding{}
 	for _, f := range findings {
-		k := key{f.CVE, f.Fixed}
+		k := key{findingID(f), f.Fixed}
 		groups[k] = append(groups[k], f)
 	}
 	keys := make([]key, 0, len(groups))
@@ -199,6 +204,10 @@ func VEX(findings []Finding, sbom *cdx.BOM, when time.Time, tool string) *cdx.BO
 			BOMRef: k.cve + map[bool]string{true: "-resolved", false: "-affected"}[k.fixed],
 			ID:     k.cve,
 			Source: &cdx.Source{Name: "Debian", URL: "https://security-tracker.debian.org/tracker/" + k.cve},
+		}
+		if fs[0].CVE == "" {
+			v.Source.URL = "https://security-tracker.debian.org/tracker/source-package/" + sourceOf(fs[0].Package)
+			v.Description = "A security update of " + sourceOf(fs[0].Package) + " whose changelog names no CVE."
 		}
 		var affects []cdx.Affects
 		var notes []string
@@ -241,6 +250,15 @@ func VEX(findings []Finding, sbom *cdx.BOM, when time.Time, tool string) *cdx.BO
 	bom.Metadata.Tools = &cdx.ToolsChoice{Components: &[]cdx.Component{{Type: cdx.ComponentTypeApplication, Name: tool}}}
 	bom.Vulnerabilities = &vulns
 	return bom
+}
+
+// findingID is the vulnerability's name: its CVE, or for an update that
+// names none, the update itself.
+func findingID(f Finding) string {
+	if f.CVE != "" {
+		return f.CVE
+	}
+	return "DEBIAN-" + strings.NewReplacer(":", "_", "~", "_").Replace(sourceOf(f.Package)+"-"+f.FixedIn)
 }
 
 // encode writes a BOM as CycloneDX 1.6 JSON.
