@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the classic dashboard model is what Grafana's file provisioning reads.
+
 package modules_test
 
 import (
