@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -229,7 +228,8 @@ type serie struct {
 	Rows []map[string]any
 }
 
-// TestHealthFromRealLogs runs the health program against a real
+// TestHealthFromRealLogs runs the health program (the built
+// appliance-health, configured as its unit runs it) against a real
 // Mosquitto, Nginx, ingest and InfluxDB: clients the broker and the OTA
 // server refuse (no certificate, a revoked one, one from another CA, an
 // ACL denial), a node that downloads an update and then runs it, a
@@ -249,14 +249,12 @@ func TestHealthFromRealLogs(t *testing.T) {
 	manifest := fmt.Sprintf(`{"format":1,"firmware":"sensor","chip":"esp32s3","version":"1.1.0","secure_version":1,"manifest_version":2,"size":%d,"sha256":%q,"path":"sensor/%s.bin","expires":4102444800}`+"\n", len(image), sha, sha)
 	os.WriteFile(filepath.Join(g.nginx.OTADir, "sensor", "manifest.json"), []byte(manifest), 0o644)
 
-	m, err := health.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The program as the unit runs it: its password a credential.
+	pw, _ := os.ReadFile(g.pwFile)
+	cfg.InfluxDB.PasswordFile = "$CREDENTIALS_DIRECTORY/influxdb-password"
+	prog := testenv.StartHealth(t, cfg, map[string]string{"influxdb-password": string(pw)})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer cancel()
 	start := time.Now()
 
 	// bench-1 runs 1.0.0 and sends a reading every half second; bench-3
@@ -401,7 +399,7 @@ func TestHealthFromRealLogs(t *testing.T) {
 		t.Errorf("status of bench-3: %+v", n)
 	}
 	if t.Failed() {
-		t.Logf("mosquitto:\n%s", g.broker.Log())
+		t.Logf("mosquitto:\n%s\nappliance-health:\n%s", g.broker.Log(), prog.Log())
 	}
 	cursor, _ := os.ReadFile(filepath.Join(cfg.StateDir, "cursor"))
 	if !strings.HasPrefix(string(cursor), "s=test;i=") {

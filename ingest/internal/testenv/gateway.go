@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,4 +227,55 @@ func (j *Journal) ListenSyslog(t TB, path string) {
 func execOutput(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+var (
+	healthOnce sync.Once
+	healthBin  string
+	healthErr  error
+)
+
+// HealthBinary builds cmd/appliance-health once per process; RemoveBinary
+// deletes it with ingest's.
+func HealthBinary(t TB) string {
+	t.Helper()
+	healthOnce.Do(func() {
+		Binary(t) // makes buildDir
+		_, file, _, _ := runtime.Caller(0)
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(buildDir, "appliance-health"), "./cmd/appliance-health")
+		cmd.Dir = filepath.Join(filepath.Dir(file), "../../..")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			healthErr = fmt.Errorf("go build ./cmd/appliance-health: %v\n%s", err, out)
+		}
+		healthBin = filepath.Join(buildDir, "appliance-health")
+	})
+	if healthErr != nil {
+		t.Fatalf("%v", healthErr)
+	}
+	return healthBin
+}
+
+// StartHealth writes the configuration and runs the health program as
+// its unit does, with credentials (name to content) in a
+// $CREDENTIALS_DIRECTORY of their own.
+func StartHealth(t TB, cfg any, creds map[string]string) *Proc {
+	t.Helper()
+	bin := HealthBinary(t)
+	dir := t.TempDir()
+	credDir := filepath.Join(dir, "credentials")
+	os.Mkdir(credDir, 0o700)
+	for name, v := range creds {
+		os.WriteFile(filepath.Join(credDir, name), []byte(v), 0o600)
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	conf := filepath.Join(dir, "health.json")
+	os.WriteFile(conf, b, 0o644)
+	p := newProc(t, bin, filepath.Join(dir, "health.log"), "-config", conf)
+	p.env = []string{"CREDENTIALS_DIRECTORY=" + credDir}
+	p.Start()
+	return p
 }
