@@ -48,6 +48,9 @@ func (b *builder) security(ctx context.Context, dir string) error {
 	if sum.Unchecked != "" {
 		note = "security suite not checked: " + sum.Unchecked
 	}
+	if len(b.opt.Gateway.Evidence.Contact) == 0 {
+		note += "; security.txt names no contact: set site.contact in the spec"
+	}
 	s.done("%s/: VEX of %d fixed and %d open vulnerabilities, %s", SecurityDir, sum.Fixed, sum.Affected, note)
 	return nil
 }
