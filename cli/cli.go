@@ -59,6 +59,12 @@ func register(v *verb) { verbs[v.name] = v }
 // (validate's diagnostics, fmt -check's file list).
 var errSilent = errors.New("failed")
 
+// exitStatus ends a verb with a status of its own once it has said why
+// (lock --check: 3 while security updates wait).
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
 // usageError is a mistake in the command line itself.
 type usageError struct {
 	verb string
@@ -72,7 +78,7 @@ func usagef(v, format string, args ...any) error {
 }
 
 // Main runs the command line and returns the process's exit status:
-// 0 on success, 1 on any error.
+// 0 on success, 1 on any error, or a verb's own status (exitStatus).
 func Main(ctx context.Context, args []string, env Env) int {
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")
@@ -108,6 +114,10 @@ func Main(ctx context.Context, args []string, env Env) int {
 		return 1
 	case errors.Is(err, pflag.ErrHelp):
 		return 0
+	}
+	var status exitStatus
+	if errors.As(err, &status) {
+		return int(status)
 	}
 	var u usageError
 	if errors.As(err, &u) {

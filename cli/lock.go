@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/appliance/appliance/evidence"
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/cache"
 	"github.com/appliance/appliance/images/rootfs"
@@ -23,7 +24,7 @@ func init() {
 		examples: `
 appliance lock examples/demo.hcl             # writes examples/demo.lock
 appliance lock site/                         # writes site/appliance.lock
-appliance lock --check examples/demo.hcl     # does the lock still fit the spec?
+appliance lock --check examples/demo.hcl     # does the lock still fit the spec, and has Debian fixed anything since?
 appliance lock --fetch examples/demo.hcl     # and download the packages, for build --offline`,
 		run: runLock,
 	})
@@ -34,7 +35,7 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 	fs := newFlags(v)
 	offline := fs.Bool("offline", false, "use only the cache (Release files and indexes verified by an earlier run); no network")
 	fetch := fs.Bool("fetch", false, "also download every locked package into the cache")
-	check := fs.Bool("check", false, "only report whether the lock fits the spec; change nothing, use no network")
+	check := fs.Bool("check", false, "only report whether the lock fits the spec and which locked packages the security suite has newer versions of (exit status 3); change nothing")
 	sf := addSpecFlags(fs)
 	if err := parse(e, v, fs, args); err != nil {
 		return err
@@ -55,15 +56,7 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 	}
 	lockPath := site.Location.Lock
 	if *check {
-		l, err := rootfs.LoadLock(lockPath, path, req)
-		if err != nil {
-			return err
-		}
-		if l == nil {
-			return fmt.Errorf("%s does not exist; run appliance lock %s", lockPath, path)
-		}
-		fmt.Fprintf(e.Stdout, "%s fits %s (%d packages)\n", lockPath, path, len(l.Packages))
-		return nil
+		return checkLock(ctx, e, path, lockPath, req, *offline)
 	}
 	old, err := rootfs.ReadLock(lockPath)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -129,6 +122,58 @@ func runLock(ctx context.Context, e *Env, args []string) error {
 		}
 	}
 	return nil
+}
+
+// checkLock says whether the lock fits the spec, and lists each locked
+// package that the security suite has a newer version of: exit status
+// 3 when there is one, so that a scheduled job can rebuild and push.
+func checkLock(ctx context.Context, e *Env, path, lockPath string, req *rootfs.Request, offline bool) error {
+	l, err := rootfs.LoadLock(lockPath, path, req)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("%s does not exist; run appliance lock %s", lockPath, path)
+	}
+	fmt.Fprintf(e.Stdout, "%s fits %s (%d packages)\n", lockPath, path, len(l.Packages))
+	sources := evidence.SecuritySources(req.Sources, req.Suite)
+	if len(sources) == 0 {
+		fmt.Fprintf(e.Stdout, "no security suite to check: the spec names none and no source is Debian's archive; add a source with suite = \"%s-security\"\n", req.Suite)
+		return nil
+	}
+	ca, err := cache.FromEnv(e.environ())
+	if err != nil {
+		return err
+	}
+	client := &apt.Client{Store: ca, Offline: offline, Retries: 3, Now: e.now, HTTP: &http.Client{Timeout: 10 * time.Minute}}
+	var locked []evidence.Locked
+	for _, p := range l.Packages {
+		locked = append(locked, evidence.Locked{Name: p.Name, Version: p.Version, Arch: p.Architecture, Source: p.Source})
+	}
+	ups, err := evidence.SecurityUpdates(ctx, client, sources, req.Arch, locked)
+	if err != nil {
+		if errors.Is(err, apt.ErrOffline) {
+			return fmt.Errorf("%w\nrun appliance lock --check %s once without --offline to fill the cache", err, path)
+		}
+		return fmt.Errorf("checking for security updates: %w", err)
+	}
+	if len(ups) == 0 {
+		fmt.Fprintf(e.Stdout, "no locked package has a newer version in %s\n", suiteNames(sources))
+		return nil
+	}
+	for _, u := range ups {
+		fmt.Fprintf(e.Stdout, "security update: %s\n", u)
+	}
+	fmt.Fprintf(e.Stderr, "appliance lock: %d locked packages have security updates; run appliance lock %s, then build or push\n", len(ups), path)
+	return exitStatus(3)
+}
+
+func suiteNames(sources []*apt.Source) string {
+	var names []string
+	for _, s := range sources {
+		names = append(names, s.Suite)
+	}
+	return strings.Join(names, ", ")
 }
 
 // progressFor reports long steps on the verb's stderr: a bar on a

@@ -141,11 +141,16 @@ func TestLock(t *testing.T) {
 
 // TestDemoLockFits keeps the committed examples/demo.lock in step with
 // the demo spec and the modules' packages, so that the demo builds
-// from it; refresh it with appliance lock examples/demo.hcl.
+// from it; refresh it with appliance lock examples/demo.hcl. Security
+// updates Debian published since the lock was written (exit status 3)
+// are reported, and do not make the lock unfit.
 func TestDemoLockFits(t *testing.T) {
 	code, out, errs := run(t, nil, "lock", "--check", "../examples/demo.hcl")
-	if code != 0 {
+	if (code != 0 && code != 3) || !strings.Contains(out, "fits") {
 		t.Errorf("exit %d\n%s%s", code, out, errs)
+	}
+	if code == 3 {
+		t.Logf("security updates since examples/demo.lock was written:\n%s", out)
 	}
 }
 

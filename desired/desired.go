@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/appliance/appliance/evidence"
 	"github.com/appliance/appliance/modules"
 	"github.com/appliance/appliance/spec"
 	"github.com/appliance/appliance/state"
@@ -54,6 +55,9 @@ type Gateway struct {
 	Units     []string
 	Listeners []modules.Listener
 	Checks    []modules.Check
+
+	// Evidence is what the build's security evidence says of the site.
+	Evidence evidence.Facts
 }
 
 // Compute runs the modules on the site.
@@ -81,6 +85,8 @@ func Compute(s *spec.Site) (*Gateway, error) {
 		Groups:   set.Groups(),
 		Programs: set.Programs(),
 		Checks:   set.Checks(),
+		Evidence: evidence.Facts{Site: s.Name, Product: "appliance gateway " + s.Name, Vendor: s.Vendor, Contact: s.Contact,
+			SupportYears: s.SupportYears, Suite: s.OS.Suite, Claims: set.Claims()},
 	}
 	for _, c := range set.Contributions {
 		g.Dirs = append(g.Dirs, c.Dirs...)

@@ -34,12 +34,35 @@ type metrics struct {
 	influxUp      atomic.Bool
 	influxErr     atomic.Value // string: the last write error
 	age           histogram    // reading age when written
+	// nodes are the site's nodes' signs of life, for the health program;
+	// only configured names get one, so the series stay bounded.
+	nodes map[string]*nodeStat
 
 	spool func() spool.Stats
 }
 
+// nodeStat is what ingest last heard of one node.
+type nodeStat struct {
+	readings atomic.Int64
+	lastSeen atomic.Int64 // Unix nanoseconds of the last reading's receipt
+	firmware atomic.Value // string: the firmware version it last sent
+}
+
+// seen records a good reading of a configured node.
+func (m *metrics) seen(node string, at time.Time, fw string) {
+	n := m.nodes[node]
+	if n == nil {
+		return
+	}
+	n.readings.Add(1)
+	n.lastSeen.Store(at.UnixNano())
+	if fw != "" {
+		n.firmware.Store(fw)
+	}
+}
+
 func newMetrics() *metrics {
-	m := &metrics{rejected: map[wire.Reason]*atomic.Int64{}}
+	m := &metrics{rejected: map[wire.Reason]*atomic.Int64{}, nodes: map[string]*nodeStat{}}
 	for _, r := range wire.Reasons {
 		m.rejected[r] = new(atomic.Int64)
 	}
@@ -112,8 +135,31 @@ func (m *metrics) write(w io.Writer) {
 		p("ingest_spool_corrupt_bytes", "gauge", "Bytes of damaged records cut off the spool at start (a torn write from a crash).")
 		fmt.Fprintf(w, "ingest_spool_corrupt_bytes %d\n", st.Corrupt)
 	}
+	m.writeNodes(w, p)
 	p("ingest_reading_age_seconds", "histogram", "Age of a reading (write time minus its timestamp) when InfluxDB took it: publish-to-write latency for nodes that send their time.")
 	m.age.write(w, "ingest_reading_age_seconds")
+}
+
+func (m *metrics) writeNodes(w io.Writer, p func(name, typ, help string)) {
+	names := make([]string, 0, len(m.nodes))
+	for n := range m.nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	p("ingest_node_readings_total", "counter", "Good readings received from each node of the site (redeliveries included).")
+	for _, n := range names {
+		fmt.Fprintf(w, "ingest_node_readings_total{node=%q} %d\n", n, m.nodes[n].readings.Load())
+	}
+	p("ingest_node_last_seen_seconds", "gauge", "Unix time of each node's last good reading; 0 when none came since ingest started.")
+	for _, n := range names {
+		fmt.Fprintf(w, "ingest_node_last_seen_seconds{node=%q} %.3f\n", n, float64(m.nodes[n].lastSeen.Load())/1e9)
+	}
+	p("ingest_node_firmware_info", "gauge", "The firmware version each node last sent, as a label.")
+	for _, n := range names {
+		if fw, _ := m.nodes[n].firmware.Load().(string); fw != "" {
+			fmt.Fprintf(w, "ingest_node_firmware_info{node=%q,version=%q} 1\n", n, fw)
+		}
+	}
 }
 
 type histogram struct {

@@ -109,6 +109,7 @@ func New(cfg Config, log *slog.Logger) (*Service, error) {
 		}
 		sort.Slice(info.tags, func(i, j int) bool { return info.tags[i][0] < info.tags[j][0] })
 		s.nodes[name] = info
+		s.m.nodes[name] = new(nodeStat)
 	}
 
 	var err error
@@ -534,6 +535,7 @@ func (s *Service) check(m message) (wire.Reading, bool) {
 		s.warn("reject-"+string(werr.Reason), 10*time.Second, "refused a reading (this kind is logged at most every 10 s)", "topic", m.pub.Topic, "reason", werr.Reason, "detail", werr.Detail)
 		return r, false
 	}
+	s.m.seen(node, m.recv, r.Firmware)
 	if r.ClockFallback {
 		s.m.clockFallback.Add(1)
 		s.warn("clock-"+node, 10*time.Minute, "a node's clock is off; its readings get the receive time", "node", node)

@@ -3,7 +3,8 @@ package modules
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
+
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 
 	"github.com/appliance/appliance/pki"
 	"github.com/appliance/appliance/spec"
@@ -27,7 +28,6 @@ const (
 // The provisioned data source and dashboard.
 const (
 	GrafanaDatasourceUID = "appliance-influxdb"
-	GrafanaDashboardUID  = "appliance-sensors"
 	grafanaDashboards    = "/etc/grafana/dashboards/appliance"
 	grafanaUID           = 903
 	grafanaGID           = 903
@@ -60,6 +60,7 @@ func (m *Grafana) Contribute() Contribution {
 		"RootURL": root + g.Path, "SubPath": g.Path != "/", "InfluxPort": s.InfluxDB.Port,
 		"AdminPassword": secretRef("secrets/" + GrafanaAdminPassword),
 		"SecretKey":     secretRef("secrets/" + GrafanaSecretKey),
+		"SMTP":          smtpData(s),
 	}
 	sandbox := Sandbox{
 		User: "grafana", Group: "grafana", ReadWrite: []string{"/var/lib/grafana", "/var/log/grafana"},
@@ -77,12 +78,21 @@ func (m *Grafana) Contribute() Contribution {
 			"options": map[string]any{"path": grafanaDashboards},
 		}},
 	})
-	dash, err := json.MarshalIndent(Dashboard(s), "", "  ")
-	if err != nil {
-		panic(err)
+	dashboards := map[string]string{}
+	//lint:ignore SA1019 the classic dashboard model is what Grafana's file provisioning reads.
+	for name, build := range map[string]func(*spec.Site) (dashboard.Dashboard, error){"sensors.json": Dashboard, "health.json": HealthDashboard} {
+		d, err := build(s)
+		if err != nil {
+			panic(fmt.Sprintf("modules: dashboard %s: %v", name, err)) // fixed and tested
+		}
+		b, _ := json.MarshalIndent(d, "", "  ")
+		dashboards[name] = string(b) + "\n"
 	}
+	alerts := text(grafanaAlerting, 0o640, "root", "grafana", header("#", s.Name)+alertingYAML(s), r)
+	// A webhook's URL may carry a token.
+	alerts.Sensitive = g.Alerts.Webhook.IsSet()
 	return Contribution{
-		Summary:  fmt.Sprintf("dashboards behind Nginx at %s; no anonymous access, no sign-up", g.Path),
+		Summary:  fmt.Sprintf("dashboards and health alerts behind Nginx at %s; no anonymous access, no sign-up", g.Path),
 		Packages: []string{"grafana"},
 		Users:    []User{{Name: "grafana", UID: grafanaUID, Group: "grafana", Home: "/usr/share/grafana", Shell: "/usr/sbin/nologin", Comment: "Grafana"}},
 		Groups:   []Group{{Name: "grafana", GID: grafanaGID}},
@@ -94,7 +104,9 @@ func (m *Grafana) Contribute() Contribution {
 			withSecrets("/etc/grafana/grafana.ini", 0o640, "root", "grafana", render("grafana.ini", data), r),
 			withSecrets("/etc/grafana/provisioning/datasources/appliance.yaml", 0o640, "root", "grafana", header("#", s.Name)+dsYAML, r),
 			text("/etc/grafana/provisioning/dashboards/appliance.yaml", 0o644, "root", "root", header("#", s.Name)+string(provider), r),
-			text(grafanaDashboards+"/sensors.json", 0o644, "root", "root", string(dash)+"\n", r),
+			text(grafanaDashboards+"/sensors.json", 0o644, "root", "root", dashboards["sensors.json"], r),
+			text(grafanaDashboards+"/health.json", 0o644, "root", "root", dashboards["health.json"], r),
+			alerts,
 			text(dropInPath("grafana-server.service"), 0o644, "root", "root", sandbox.dropIn(s.Name, "grafana-server.service"), r),
 		},
 		Symlinks:  []Symlink{enableVendor("grafana-server.service", "multi-user.target")},
@@ -135,54 +147,4 @@ func grafanaDatasource(s *spec.Site) (yamlText, envFile string) {
 		"datasources":       []any{ds},
 	})
 	return string(b), envFile
-}
-
-// Dashboard is the provisioned dashboard: temperature and humidity per
-// node, when each node was last heard from, and readings per minute as a
-// measure of the ingest service's health.
-func Dashboard(s *spec.Site) map[string]any {
-	flux := s.InfluxDB.Version == 2
-	q := func(influxQL, fluxQ string) map[string]any {
-		if flux {
-			return map[string]any{"refId": "A", "query": fluxQ, "datasource": dsRef()}
-		}
-		return map[string]any{"refId": "A", "query": influxQL, "rawQuery": true, "resultFormat": "time_series", "datasource": dsRef()}
-	}
-	bucket := s.InfluxDB.Bucket
-	series := func(field string) map[string]any {
-		return q(
-			fmt.Sprintf(`SELECT mean("%s") FROM "%s" WHERE $timeFilter GROUP BY time($__interval), "%s" fill(null)`, field, Measurement, TagNode),
-			fmt.Sprintf(`from(bucket: %q) |> range(start: v.timeRangeStart, stop: v.timeRangeStop) |> filter(fn: (r) => r._measurement == %q and r._field == %q) |> group(columns: [%q]) |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)`, bucket, Measurement, field, TagNode))
-	}
-	lastSeen := q(
-		fmt.Sprintf(`SELECT last("seq") AS "sequence", last("rssi") AS "rssi" FROM "%s" WHERE $timeFilter GROUP BY "%s"`, Measurement, TagNode),
-		fmt.Sprintf(`from(bucket: %q) |> range(start: v.timeRangeStart, stop: v.timeRangeStop) |> filter(fn: (r) => r._measurement == %q and r._field == "seq") |> group(columns: [%q]) |> last() |> keep(columns: ["_time", %q, "_value"])`, bucket, Measurement, TagNode, TagNode))
-	lastSeen["resultFormat"] = "table"
-	rate := q(
-		fmt.Sprintf(`SELECT count("seq") FROM "%s" WHERE $timeFilter GROUP BY time(1m) fill(0)`, Measurement),
-		fmt.Sprintf(`from(bucket: %q) |> range(start: v.timeRangeStart, stop: v.timeRangeStop) |> filter(fn: (r) => r._measurement == %q and r._field == "seq") |> group() |> aggregateWindow(every: 1m, fn: count, createEmpty: true)`, bucket, Measurement))
-	panel := func(id int, typ, title, unit string, x, y int, target map[string]any) map[string]any {
-		return map[string]any{
-			"id": id, "type": typ, "title": title, "datasource": dsRef(),
-			"gridPos":     map[string]int{"x": x, "y": y, "w": 12, "h": 8},
-			"targets":     []any{target},
-			"fieldConfig": map[string]any{"defaults": map[string]any{"unit": unit}, "overrides": []any{}},
-		}
-	}
-	return map[string]any{
-		"uid": GrafanaDashboardUID, "title": "Sensors — " + s.Name, "tags": []string{"appliance"},
-		"timezone": "browser", "schemaVersion": 39, "version": 1, "editable": false, "refresh": "1m",
-		"time": map[string]string{"from": "now-24h", "to": "now"},
-		"panels": []any{
-			panel(1, "timeseries", "Temperature", "celsius", 0, 0, series("temperature")),
-			panel(2, "timeseries", "Humidity", "humidity", 12, 0, series("humidity")),
-			panel(3, "table", "Last seen", "none", 0, 8, lastSeen),
-			panel(4, "timeseries", "Readings per minute (ingest health)", "short", 12, 8, rate),
-		},
-		"description": "Provisioned by appliance; " + strings.TrimSpace(s.Description),
-	}
-}
-
-func dsRef() map[string]string {
-	return map[string]string{"type": "influxdb", "uid": GrafanaDatasourceUID}
 }

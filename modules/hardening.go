@@ -24,6 +24,10 @@ type Sandbox struct {
 	// service's user, with DirMode (0750 when empty).
 	StateDirectory, RuntimeDirectory string
 	DirMode                          string
+	// SupplementaryGroups lets the service read files of these groups
+	// (the journal's). A user namespace would map them to nobody, so such
+	// a service gets none.
+	SupplementaryGroups []string
 	// Credentials are LoadCredential= pairs, name and path: files only
 	// root may read, handed to the service under $CREDENTIALS_DIRECTORY.
 	Credentials [][2]string
@@ -89,7 +93,9 @@ func (s Sandbox) lines() string {
 	}
 	caps := strings.Join(s.Capabilities, " ")
 	fmt.Fprintf(&b, "CapabilityBoundingSet=%s\nAmbientCapabilities=%s\n", caps, caps)
-	if len(s.Capabilities) == 0 {
+	if len(s.SupplementaryGroups) > 0 {
+		fmt.Fprintf(&b, "SupplementaryGroups=%s\n", strings.Join(s.SupplementaryGroups, " "))
+	} else if len(s.Capabilities) == 0 {
 		// A user namespace would strip capabilities on the host, so only
 		// services that keep none get one.
 		b.WriteString("PrivateUsers=yes\n")

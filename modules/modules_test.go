@@ -29,7 +29,7 @@ func TestGreenhouse(t *testing.T) {
 	for _, c := range set.Contributions {
 		ids = append(ids, c.Module)
 	}
-	if got := fmt.Sprint(ids); got != "[firewall grafana influxdb ingest mosquitto nginx ssh system]" {
+	if got := fmt.Sprint(ids); got != "[firewall grafana health influxdb ingest mosquitto nginx ssh system]" {
 		t.Errorf("modules = %s", got)
 	}
 	pk := fmt.Sprint(set.Packages())

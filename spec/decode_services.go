@@ -2,14 +2,18 @@ package spec
 
 import (
 	"fmt"
+	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Defaults of the gateway's services.
@@ -45,12 +49,12 @@ var (
 	httpsSchema    = attrs("port", "redirect_port")
 	otaSchema      = attrs("path")
 	influxSchema   = attrs("version", "port", "expose", "org", "bucket", "retention")
-	grafanaSchema  = attrs("port", "path")
+	grafanaSchema  = attrs("port", "path", "alert_webhook", "alert_email", "smtp")
 	sshSchema      = attrs("port")
 	ingestSchema   = attrs("batch_size", "flush_interval", "spool_size", "metrics_port", "shared_subscription")
 	firewallSchema = attrs("ssh_from", "mqtt_from", "https_from")
 	sourceSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "url", Required: true}, {Name: "suite"}, {Name: "components"}, {Name: "keyring"}}}
-	siteSchema     = attrs("description", "support_years")
+	siteSchema     = attrs("description", "support_years", "contact", "vendor")
 )
 
 func attrs(names ...string) *hcl.BodySchema {
@@ -166,7 +170,64 @@ func (d *decoder) decodeGrafana(s *Site, blk *hcl.Block, ctx *hcl.EvalContext) {
 	b, _ := d.openOptional(blk, grafanaSchema, ctx, &g.Where, blk.DefRange, "grafana")
 	b.port("port", &g.Port, false)
 	b.urlPath("path", &g.Path)
+	d.decodeAlerts(b, &g.Alerts)
 	s.Grafana = g
+}
+
+// decodeAlerts reads Grafana's contact point.
+func (d *decoder) decodeAlerts(b *body, a *GrafanaAlerts) {
+	if v, ok := b.eval("alert_webhook", cty.String, true); ok {
+		u, err := url.Parse(v.AsString())
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			b.failSecret("alert_webhook", "Invalid alert_webhook", "grafana.alert_webhook must be an https URL, such as \"https://hooks.example.com/appliance\".")
+		} else {
+			a.Webhook = NewSecret(v.AsString())
+		}
+	}
+	if b.strings("alert_email", &a.Email) {
+		for i, e := range a.Email {
+			if m, err := mail.ParseAddress(e); err != nil || m.Address != e {
+				d.errorAt(b.elemRange("alert_email", i), "Invalid e-mail address", fmt.Sprintf("grafana.alert_email[%d] = %q is not an address such as \"ops@example.com\".", i, e))
+			}
+		}
+	}
+	if f, ok := b.object("smtp", []string{"host", "from"}, []string{"host", "from", "user", "password"}, "password"); f != nil {
+		sm := &SMTP{}
+		b.fieldString("smtp", "host", f, &sm.Host)
+		b.fieldString("smtp", "from", f, &sm.From)
+		b.fieldString("smtp", "user", f, &sm.User)
+		var pw string
+		if b.fieldString("smtp", "password", f, &pw) {
+			sm.Password = NewSecret(pw)
+		}
+		if _, port, err := net.SplitHostPort(sm.Host); sm.Host != "" && (err != nil || port == "") {
+			d.errorAt(b.fieldRange("smtp", "host"), "Invalid smtp.host", "grafana.smtp.host is host:port, such as \"mail.example.com:587\".")
+		}
+		if m, err := mail.ParseAddress(sm.From); sm.From != "" && (err != nil || m.Address != sm.From) {
+			d.errorAt(b.fieldRange("smtp", "from"), "Invalid smtp.from", fmt.Sprintf("grafana.smtp.from = %q is not an address such as \"gateway@example.com\".", sm.From))
+		}
+		if ok {
+			a.SMTP = sm
+		}
+	}
+	if len(a.Email) > 0 && a.SMTP == nil && !b.d.bad["grafana.smtp"] {
+		b.fail("alert_email", "Missing smtp", "grafana.alert_email needs a mail server to send through: add smtp = { host = \"mail.example.com:587\", from = \"gateway@example.com\" }.")
+	}
+}
+
+var contactSchemes = []string{"mailto", "https", "tel"}
+
+// decodeContact reads the site's security contacts.
+func (d *decoder) decodeContact(b *body, s *Site) {
+	if !b.strings("contact", &s.Contact) {
+		return
+	}
+	for i, c := range s.Contact {
+		u, err := url.Parse(c)
+		if err != nil || !slices.Contains(contactSchemes, u.Scheme) || (u.Scheme == "https" && u.Host == "") || (u.Scheme != "https" && u.Opaque == "") {
+			d.errorAt(b.elemRange("contact", i), "Invalid contact", fmt.Sprintf("site.contact[%d] = %q: a contact is a URI where vulnerabilities are reported: \"mailto:security@example.com\", \"https://example.com/security\" or \"tel:+49…\".", i, c))
+		}
+	}
 }
 
 func (d *decoder) decodeSSH(s *Site, blk *hcl.Block, ctx *hcl.EvalContext, fallback hcl.Range) {

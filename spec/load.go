@@ -205,6 +205,8 @@ func decodeSite(d *decoder, blocks hcl.Blocks, files []string, dir string, opts 
 		b, _ := d.open(blk.Body, siteSchema, ctx, &s.Where, "site")
 		b.str("description", &s.Description)
 		b.integer("support_years", &s.SupportYears, MinSupportYears, MaxSupportYears)
+		d.decodeContact(b, s)
+		b.str("vendor", &s.Vendor)
 	} else {
 		d.add(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Missing site block", Detail: `Every spec names its site: add site "my-site" {} to one of its files.`, Subject: fileRange.Ptr(), Extra: noSnippet{}})
 	}

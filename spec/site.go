@@ -30,6 +30,14 @@ type Site struct {
 	// site's CA signs lasts from its issue, so that a gateway and nodes
 	// left alone keep working that long.
 	SupportYears int `json:"support_years"`
+	// Contact are the URIs (mailto:, https:, tel:) where vulnerabilities
+	// in the site's product are reported: security.txt's Contact lines
+	// and the vulnerability-handling policy's. Empty until the spec
+	// names one.
+	Contact []string `json:"contact,omitempty"`
+	// Vendor is who puts the product on the market (the policy's
+	// manufacturer); the site's name when the spec gives none.
+	Vendor string `json:"vendor,omitempty"`
 
 	Gateway  Gateway    `json:"gateway"`
 	OS       OS         `json:"os"`
@@ -219,8 +227,34 @@ type InfluxDB struct {
 type Grafana struct {
 	Port int `json:"port"`
 	// Path is where Nginx serves Grafana, with slashes around.
-	Path  string `json:"path"`
-	Where Where  `json:"-"`
+	Path string `json:"path"`
+	// Alerts is where Grafana sends the site's health alerts; none by
+	// default, when they show in Grafana only.
+	Alerts GrafanaAlerts `json:"alerts"`
+	Where  Where         `json:"-"`
+}
+
+// GrafanaAlerts is the contact point of the health alerts: a webhook,
+// e-mail through an SMTP server, or both.
+type GrafanaAlerts struct {
+	// Webhook is an https URL that gets each alert as JSON; a secret,
+	// since such URLs often carry a token.
+	Webhook Secret `json:"webhook"`
+	// Email are the addresses alerts are mailed to, through SMTP.
+	Email []string `json:"email,omitempty"`
+	SMTP  *SMTP    `json:"smtp,omitempty"`
+}
+
+// Any reports whether the spec sets a contact point.
+func (a GrafanaAlerts) Any() bool { return a.Webhook.IsSet() || len(a.Email) > 0 }
+
+// SMTP is the mail server Grafana sends alerts through.
+type SMTP struct {
+	// Host is host:port.
+	Host     string `json:"host"`
+	From     string `json:"from"`
+	User     string `json:"user,omitempty"`
+	Password Secret `json:"password"`
 }
 
 // Firewall configures which networks may reach the gateway's services.

@@ -163,6 +163,7 @@ grafana {}
 			d := siteBuild(t, specPath)
 			out := filepath.Join(dir, "out")
 			r := d.build(t, out)
+			checkSecurity(t, out, "grafana", "health", "mosquitto", "nginx")
 			img := filepath.Join(out, build.ImageName)
 			pt := readTable(t, img)
 			boot, root := pt.loop(t, img, 0), pt.loop(t, img, 1)

@@ -101,6 +101,7 @@ type builder struct {
 	gw    *desired.Resolved
 	progs []gobin.Built
 	acct  *accounts
+	tree  *tree.Tree
 	// mtime dates everything appliance makes (see timeOf).
 	mtime   time.Time
 	srcHash string
@@ -168,7 +169,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unpacking packages: %w", err)
 	}
-	b.mtime = b.timeOf(t)
+	b.mtime, b.tree = b.timeOf(t), t
 	more := []struct {
 		what string
 		fn   func(context.Context) error
@@ -177,7 +178,7 @@ func Build(ctx context.Context, opt Options) (*Result, error) {
 		{"adding the site to the root file system", func(context.Context) error { return b.overlay(t) }},
 		{"writing the nodes' bundles", func(context.Context) error { return b.nodes(tmp) }},
 		{"writing the image", func(ctx context.Context) error { return b.image(ctx, t, tmp) }},
-		{"writing the outputs", func(context.Context) error { return b.outputs(tmp) }},
+		{"writing the outputs", func(ctx context.Context) error { return b.outputs(ctx, tmp) }},
 	}
 	for _, s := range more {
 		if err := s.fn(ctx); err != nil {

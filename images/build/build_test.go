@@ -100,6 +100,7 @@ func TestDemoImage(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "demo")
 	r := d.build(t, out)
+	checkSecurity(t, out, "mosquitto", "nginx", "health", "ssh", "firewall")
 	img := filepath.Join(out, build.ImageName)
 	check := exec.Command("sha256sum", "--check", "--quiet", build.SumsName)
 	check.Dir = out

@@ -2,6 +2,7 @@ package build
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -70,7 +71,7 @@ func sha256File(p string) (string, int64, error) {
 
 // outputs writes the compressed image, the bmap, the SBOM and
 // SHA256SUMS beside the image.
-func (b *builder) outputs(dir string) error {
+func (b *builder) outputs(ctx context.Context, dir string) error {
 	s := b.step("outputs")
 	img := filepath.Join(dir, ImageName)
 	sums := map[string]Output{}
@@ -81,6 +82,9 @@ func (b *builder) outputs(dir string) error {
 	d, zstOut, zs, err := digestAndCompress(img, img+".zst", zst.Zstd(), b.opt.Cache)
 	if serr := <-sbomDone; err == nil && serr != nil {
 		err = fmt.Errorf("SBOM: %w", serr)
+	}
+	if err == nil {
+		err = b.security(ctx, dir)
 	}
 	if err != nil {
 		return err

@@ -45,6 +45,7 @@ const Module = "github.com/appliance/appliance"
 var Gateway = []string{
 	Module + "/cmd/appliance-init",
 	Module + "/cmd/ingest",
+	Module + "/cmd/appliance-health",
 	Module + "/cmd/appliance-setup",
 	Module + "/cmd/appliance-apply",
 }

@@ -10,6 +10,7 @@ package deptest
 var Gateway = []string{
 	"github.com/appliance/appliance/cmd/appliance-init",
 	"github.com/appliance/appliance/cmd/ingest",
+	"github.com/appliance/appliance/cmd/appliance-health",
 	"github.com/appliance/appliance/cmd/appliance-setup",
 	"github.com/appliance/appliance/cmd/appliance-apply",
 }

@@ -1,6 +1,8 @@
 site "full-site" {
   description   = "Every setting written out"
   support_years = 8
+  contact       = ["mailto:security@example.com", "https://example.com/security"]
+  vendor        = "Example Plants Ltd"
 }
 
 variable "psk" {
@@ -89,6 +91,10 @@ influxdb {
 grafana {
   port = 3001
   path = "/grafana/"
+
+  alert_webhook = "https://hooks.example.com/appliance/${var.psk}"
+  alert_email   = ["ops@example.com"]
+  smtp          = { host = "mail.example.com:587", from = "gw@example.com", user = "gw", password = var.psk }
 }
 
 firewall {
