@@ -8,6 +8,9 @@
 
 site "demo" {
   description = "Demo: a QEMU gateway from Debian alone, three DHT11 nodes"
+  # Where vulnerabilities are reported: security.txt and the
+  # vulnerability-handling policy of every build name it.
+  contact = ["mailto:security@example.org"]
 }
 
 variable "wifi_psk" {

@@ -6,6 +6,8 @@
 
 site "greenhouse" {
   description = "Greenhouse north: benches, doors and the cold frame"
+  contact     = ["mailto:security@example.com", "https://example.com/security"]
+  vendor      = "Example Greenhouses GmbH"
 }
 
 variable "wifi_psk" {
