@@ -335,6 +335,11 @@ func (e *ensurer) certs() error {
 		last := e.idx.last(r.Name)
 		if !exists(crtPath) {
 			switch {
+			case last != nil && last.Status == StatusRevoked && r.Kind == pki.Node:
+				// The gateway must get the CRL that refuses the node: that
+				// stops no build or push; the node gets no bundle.
+				e.problem(false, r.Name, "certificate revoked on %s: the gateway refuses the node and the build makes it no bundle; run appliance pki renew {spec} %s to give it a new one, or remove it from the spec", last.RevokedAt.Format(time.DateOnly), r.Name)
+				continue
 			case last != nil && last.Status == StatusRevoked:
 				e.problem(true, r.Name, "certificate revoked on %s; run appliance pki renew {spec} %s to issue a new one", last.RevokedAt.Format(time.DateOnly), r.Name)
 				continue

@@ -49,8 +49,12 @@ func TestBootDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And with its firmware's app image, so that the nodes' bundles, the
+	// gateway's OTA tree and an OTA round have one.
 	demoWithPort := append(demo, []byte("\nmqtt {\n  port = 8884\n}\n")...)
-	os.WriteFile(filepath.Join(specDir, "demo.hcl"), demoWithPort, 0o644)
+	appImage(t, specDir, "1.0.0")
+	os.WriteFile(filepath.Join(specDir, "demo.hcl"), withFirmware(t, demoWithPort, "1.0.0"), 0o644)
+	p := newPhases(t)
 	os.WriteFile(filepath.Join(specDir, "demo.lock"), lock, 0o644)
 	opt, st := buildtest.Options(t, filepath.Join(specDir, "demo.hcl"))
 	gw := opt.Gateway
@@ -62,6 +66,7 @@ func TestBootDemo(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, log.String())
 	}
 	t.Logf("build:\n%s", log.String())
+	p.done("build")
 
 	m, err := vm.Start(ctx, vm.Options{Out: out, DiskSize: 4 << 30})
 	if err != nil {
@@ -139,6 +144,11 @@ func TestBootDemo(t *testing.T) {
 	}
 	checkRunning(c)
 	t.Logf("system running %v after boot start", time.Since(started).Round(time.Second))
+	p.done("first boot")
+	defer keepEvidence(t, m, func() string {
+		j, _ := run(c, "sudo journalctl -b --no-pager | tail -5000")
+		return j
+	})
 	firstBoots := func(c *ssh.Client) string {
 		n, err := run(c, "sudo grep -c '^appliance first boot: [0-9]' /var/log/appliance-firstboot.log")
 		if err != nil {
@@ -199,10 +209,12 @@ func TestBootDemo(t *testing.T) {
 	// gateway: the services they belong to restart and pass their checks,
 	// and the gateway keeps the new generation across the reboot below.
 	pushed := time.Now()
+	base := append(demoWithPort, []byte("\ningest {\n  batch_size = 2500\n}\n")...)
 	pushToVM(t, m, specDir, st, func(path string) {
-		os.WriteFile(path, append(demoWithPort, []byte("\ningest {\n  batch_size = 2500\n}\n")...), 0o644)
+		os.WriteFile(path, withFirmware(t, base, "1.0.0"), 0o644)
 	})
 	t.Logf("push: %v", time.Since(pushed).Round(time.Second))
+	p.done("push")
 	checkRunning(c)
 	if out, _ := run(c, "sudo grep -c '\"batch_size\": 2500' /etc/appliance/ingest.json"); out != "1" {
 		t.Errorf("the pushed setting is not on the gateway: %q", out)
@@ -214,6 +226,15 @@ func TestBootDemo(t *testing.T) {
 	if newCert == mqttSerial {
 		t.Errorf("the broker still serves the certificate it had before the push (serial %s)", newCert)
 	}
+
+	// The whole site, from the outside: nodes, OTA, a fleet change.
+	x := &e2e{t: t, m: m, c: c, out: out, out2: filepath.Join(dir, "out2", "demo"), specDir: specDir, state: st.Dir, run: run, pool: pool, name: gw.Hostname}
+	x.readings(p)
+	x.ota(p, base)
+	x.fleet(p, withFirmware(t, base, "1.1.0"))
+	x.outside()
+	p.print()
+	generation, _ := run(c, "sudo readlink /var/lib/appliance/current")
 
 	// A second boot runs no first boot again.
 	run(c, "sudo systemctl reboot")
@@ -227,8 +248,8 @@ func TestBootDemo(t *testing.T) {
 	if n := firstBoots(c); n != "1" {
 		t.Errorf("after a reboot the first boot has run %s times", n)
 	}
-	if out, _ := run(c, "sudo readlink /var/lib/appliance/current"); out != "generations/2" {
-		t.Errorf("after the reboot the gateway runs %q; want the pushed generations/2", out)
+	if out, _ := run(c, "sudo readlink /var/lib/appliance/current"); out != generation {
+		t.Errorf("after the reboot the gateway runs %q; want the pushed %s", out, generation)
 	}
 	if s := serverSerial(t, m.MQTTPort, pool, pair, gw.Hostname); s != newCert {
 		t.Errorf("after the reboot the broker serves serial %s; want the pushed %s", s, newCert)
