@@ -359,7 +359,7 @@ func (x *e2e) fleet(p *phases, spec []byte) {
 	if len(o.OTA) != 1 || o.OTA[0].Status == "update" || o.OTA[0].Status == "current" {
 		t.Errorf("Nginx served the revoked node: %+v", o.OTA)
 	}
-	code, gens, errs = x.cli("generations", "--state", x.state, "--host", net.JoinHostPort("127.0.0.1", strconv.Itoa(x.m.SSHPort)), filepath.Join(x.specDir, "demo.hcl"))
+	code, gens, errs := x.cli("generations", "--state", x.state, "--host", net.JoinHostPort("127.0.0.1", strconv.Itoa(x.m.SSHPort)), filepath.Join(x.specDir, "demo.hcl"))
 	if code != 0 || strings.Count(gens, "\n") < 3 {
 		t.Errorf("generations: exit %d\n%s%s", code, gens, errs)
 	}
