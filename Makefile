@@ -17,7 +17,7 @@ FUZZ_LITTLEFS ?= 400000x
 # The C firmware's libFuzzer targets count runs too (5–15 s each here).
 FUZZ_FIRMWARE ?= 500000
 
-.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image bench-push boot-test reproducible-programs clean
+.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image bench-push boot-test e2e reproducible-programs clean
 
 all: build
 
@@ -68,6 +68,11 @@ race:
 # The image carries the embedded programs, as a release binary's would.
 boot-test: generate
 	$(GO) test -tags 'boottest appliance_embed' -run '^TestBootDemo$$' -timeout 40m -count=1 -v ./images/vm
+
+# The end-to-end test of the whole site (nodes, readings, OTA, push,
+# rollback, what an outsider meets) shares the boot test's gateway: one
+# first boot under emulation serves both.
+e2e: boot-test
 
 # A short run of each fuzz target on top of its seed corpus.
 fuzz:

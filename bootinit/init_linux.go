@@ -214,9 +214,11 @@ func firstBoot() error {
 		// A gateway that did not grow still works; say so and go on.
 		fmt.Fprintf(out, "appliance first boot: the root file system was not grown: %v\n", err)
 	}
+	t := time.Now()
 	if err := PreinstAll("/", out, env); err != nil {
 		return err
 	}
+	fmt.Fprintf(out, "appliance first boot: preinst scripts done in %s\n", time.Since(t).Round(time.Second))
 	if err := run("configuring packages", "dpkg", "--configure", "-a", "--force-confold", "--force-confdef"); err != nil {
 		return err
 	}

@@ -191,7 +191,15 @@ func pushOne(ctx context.Context, e *Env, out io.Writer, path string, sf *specFl
 			return fmt.Errorf("uploading: %w", err)
 		}
 		fmt.Fprintf(out, "%-10s %d files, %s (%d already on the gateway)\n", "upload", st.Files, formatBytes(st.Bytes), st.Reused)
-		awaiting, err := gw.Switch(ctx, cur, p.applySHA, confirmWithin, eventPrinter(out))
+		// A switch that waits for confirmation is not done: the confirm's
+		// own "done" says where the gateway ended.
+		printSwitch, confirming := eventPrinter(out), false
+		awaiting, err := gw.Switch(ctx, cur, p.applySHA, confirmWithin, func(ev generation.Event) {
+			confirming = confirming || ev.Step == "confirm"
+			if ev.Step != "done" || !confirming {
+				printSwitch(ev)
+			}
+		})
 		if err != nil {
 			if errors.Is(err, push.ErrRolledBack) {
 				r.RolledBack = true

@@ -25,6 +25,7 @@ import (
 	"github.com/appliance/appliance/images/build"
 	"github.com/appliance/appliance/images/build/buildtest"
 	"github.com/appliance/appliance/images/vm"
+	"github.com/appliance/appliance/internal/dpkglog"
 	"github.com/appliance/appliance/state"
 	"golang.org/x/crypto/ssh"
 )
@@ -159,8 +160,18 @@ func TestBootDemo(t *testing.T) {
 	if n := firstBoots(c); n != "1" {
 		t.Errorf("the first boot ran %s times", n)
 	}
-	timing, _ := run(c, "sudo tail -1 /var/log/appliance-firstboot.log")
-	t.Logf("%s", timing)
+	timing, _ := run(c, "sudo grep -E 'first boot: .* (done|finished) in' /var/log/appliance-firstboot.log")
+	t.Logf("first boot:\n%s", timing)
+	// Where the time went, package by package, from dpkg's own log.
+	if dlog, err := run(c, "cat /var/log/dpkg.log"); err != nil {
+		t.Errorf("reading dpkg's log: %v", err)
+	} else if prof, err := dpkglog.Read(strings.NewReader(dlog)); err != nil {
+		t.Error(err)
+	} else {
+		var b strings.Builder
+		prof.Table(&b, 25)
+		t.Logf("the first boot's dpkg, slowest first:\n%s", b.String())
+	}
 
 	// Every unit and port the modules name as a health check.
 	for _, chk := range gw.Checks {
