@@ -17,7 +17,7 @@ FUZZ_LITTLEFS ?= 400000x
 # The C firmware's libFuzzer targets count runs too (5–15 s each here).
 FUZZ_FIRMWARE ?= 500000
 
-.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image bench-push boot-test e2e reproducible-programs clean
+.PHONY: all build generate demo test unit race fuzz lint deps firmware-host firmware-test bench bench-ingest bench-nodes bench-disk bench-rootfs bench-image bench-push bench-firstboot boot-test e2e reproducible-programs clean
 
 all: build
 
@@ -120,6 +120,13 @@ bench-push: deps
 # and influxd; BENCH_INGEST_FLAGS=-help lists the knobs.
 bench-ingest:
 	$(GO) run ./ingest/internal/benchingest $(BENCH_INGEST_FLAGS)
+
+# The demo's first boot under QEMU's emulation, from its pristine image:
+# power-on, growing the root, the preinst scripts, dpkg, services up,
+# and the slowest packages from the gateway's dpkg log (about 6 minutes
+# a run; BENCH_FIRSTBOOT_FLAGS=-runs=3 for more).
+bench-firstboot: demo deps
+	$(GO) run ./cmd/bench-firstboot $(BENCH_FIRSTBOOT_FLAGS)
 
 # The artifacts of 1,000 nodes (state, identity images, bundles; cold and
 # warm), then appliance sim running them at one reading per second through

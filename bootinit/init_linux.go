@@ -219,7 +219,9 @@ func firstBoot() error {
 		return err
 	}
 	fmt.Fprintf(out, "appliance first boot: preinst scripts done in %s\n", time.Since(t).Round(time.Second))
-	if err := run("configuring packages", "dpkg", "--configure", "-a", "--force-confold", "--force-confdef"); err != nil {
+	// dpkg's own configuration is still dpkg.cfg.dpkg-new here, so its
+	// log is named: the per-package record of the first boot.
+	if err := run("configuring packages", "dpkg", "--log=/var/log/dpkg.log", "--configure", "-a", "--force-confold", "--force-confdef"); err != nil {
 		return err
 	}
 	os.Remove(FailedMarker)
