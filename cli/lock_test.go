@@ -176,7 +176,7 @@ func TestPlanListsTheLockedRequest(t *testing.T) {
 	if got, want := strings.Join(plan.Gateway.Packages, " "), strings.Join(lock.Requested, " "); got != want {
 		t.Errorf("plan lists\n  %s\nthe lock requests\n  %s", got, want)
 	}
-	if !slices.Contains(plan.Gateway.Packages, "linux-image-arm64") {
+	if !slices.Contains(plan.Gateway.Packages, "linux-image-cloud-arm64") {
 		t.Errorf("plan does not list the board's kernel: %v", plan.Gateway.Packages)
 	}
 }

@@ -93,7 +93,7 @@ func (m *Grafana) Contribute() Contribution {
 	alerts.Sensitive = g.Alerts.Webhook.IsSet()
 	return Contribution{
 		Summary:  fmt.Sprintf("dashboards and health alerts behind Nginx at %s; no anonymous access, no sign-up", g.Path),
-		Packages: []string{"grafana"},
+		Packages: grafanaPackages(g),
 		Users:    []User{{Name: "grafana", UID: grafanaUID, Group: "grafana", Home: "/usr/share/grafana", Shell: "/usr/sbin/nologin", Comment: "Grafana"}},
 		Groups:   []Group{{Name: "grafana", GID: grafanaGID}},
 		Dirs: []Dir{
@@ -147,4 +147,14 @@ func grafanaDatasource(s *spec.Site) (yamlText, envFile string) {
 		"datasources":       []any{ds},
 	})
 	return string(b), envFile
+}
+
+// grafanaPackages adds the public roots where Grafana sends alerts out:
+// its webhook is https and its SMTP server is reached over TLS, both
+// verified against the system's roots.
+func grafanaPackages(g *spec.Grafana) []string {
+	if g.Alerts.Any() {
+		return []string{"grafana", "ca-certificates"}
+	}
+	return []string{"grafana"}
 }

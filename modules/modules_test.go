@@ -2,6 +2,9 @@ package modules
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -100,5 +103,50 @@ func TestPortClaimedTwice(t *testing.T) {
 	_, err := Collect(site)
 	if err == nil || !strings.Contains(err.Error(), "port 22/tcp is claimed by ingest") || !strings.Contains(err.Error(), "and by ssh") {
 		t.Errorf("Collect with two modules on one port: %v", err)
+	}
+}
+
+// TestPublicRoots: ca-certificates (and with it openssl) is on a gateway
+// only where something there verifies a server against the public roots:
+// apt with an https source, Grafana sending alerts out.
+func TestPublicRoots(t *testing.T) {
+	const httpOnly = `os {
+  source "debian" {
+    url = "http://deb.debian.org/debian"
+  }
+  source "grafana" {
+    url     = "http://mirror.example.org/grafana"
+    suite   = "stable"
+    keyring = "grafana.asc"
+  }
+}
+`
+	for _, c := range []struct {
+		name, extra string
+		want        bool
+	}{
+		{"Debian over http", "", false},
+		{"an https source", `os {
+  source "debian" {
+    url = "https://deb.debian.org/debian"
+  }
+}`, true},
+		// Grafana from a mirror over http, so that only its alerts count.
+		{"Grafana's alerts by webhook", httpOnly + `grafana {
+  alert_webhook = "https://hooks.example.org/T0"
+}`, true},
+		{"Grafana without alerts", httpOnly + "grafana {}", false},
+	} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "site.hcl")
+		os.WriteFile(filepath.Join(dir, "grafana.asc"), []byte("a mirror's key\n"), 0o644)
+		os.WriteFile(p, []byte("site \"t\" {}\ngateway \"gw\" {\n  board    = \"qemu-arm64\"\n  hostname = \"t-gw\"\n}\n"+c.extra+"\n"), 0o644)
+		set, err := Collect(load(t, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(set.Packages(), "ca-certificates"); got != c.want {
+			t.Errorf("%s: ca-certificates in %v is %v, want %v", c.name, set.Packages(), got, c.want)
+		}
 	}
 }

@@ -49,8 +49,10 @@ func (m *System) Contribute() Contribution {
 		Summary: fmt.Sprintf("%s, %s, %s; admin %s (keys only); security updates", g.Hostname, g.Timezone, g.Locale, g.Admin.User),
 		// e2fsprogs checks and grows the root; systemd-sysv gives the
 		// admin reboot and poweroff; udev loads the drivers of the
-		// hardware it finds (the network card among them).
-		Packages: []string{"ca-certificates", "e2fsprogs", "sudo", "systemd-sysv", "systemd-resolved", "udev", "unattended-upgrades", "apt-listchanges"},
+		// hardware it finds (the network card among them). Not
+		// apt-listchanges: it mails changelogs, and a gateway has no one
+		// reading mail on it (a push says what changed).
+		Packages: []string{"e2fsprogs", "sudo", "systemd-sysv", "systemd-resolved", "udev", "unattended-upgrades"},
 		Units:    []string{"systemd-networkd.service", "systemd-resolved.service", "unattended-upgrades.service"},
 		Files: []File{
 			text("/etc/hostname", 0o644, "root", "root", g.Hostname+"\n", g.Where.Attr("hostname")),
@@ -88,6 +90,17 @@ func (m *System) Contribute() Contribution {
 		},
 	}
 	c.Packages = append(c.Packages, g.Hardware.Packages...)
+	// apt verifies an https source's server against the public roots;
+	// Debian's archive is http, its Release files signed. Without such a
+	// source nothing of the system's needs the roots, and their
+	// configuration is the slowest step of a first boot (about a minute
+	// and a half under emulation).
+	for _, src := range s.OS.Sources {
+		if strings.HasPrefix(strings.ToLower(src.URL), "https://") {
+			c.Packages = append(c.Packages, "ca-certificates")
+			break
+		}
+	}
 	c.Programs = []Program{
 		{Package: "github.com/appliance/appliance/cmd/appliance-init", Path: bootinit.InitPath},
 		// appliance push switches the gateway's generations with it.

@@ -59,15 +59,20 @@ var Boards = map[string]*Board{
 	},
 	"qemu-arm64": {
 		ID: "qemu-arm64", Name: "QEMU virt (arm64)", Arch: "arm64",
-		// The kernel wants an initramfs tool; appliance makes its own
-		// initramfs, so it takes the smallest, not initramfs-tools, whose
-		// hooks take minutes under emulation on the first boot.
-		Packages:      []string{"linux-image-arm64", "tiny-initramfs"},
-		KernelFlavour: "-arm64", Console: "ttyAMA0", BootSize: 128 << 20,
-		// virtio and virtio_pci are built into Debian's arm64 kernel;
-		// the disk driver and ext4 are modules, and ext4's metadata
-		// checksums ask the crypto API for crc32c by name, which only
-		// modprobe could answer: load it first.
+		// Debian's kernel for virtual machines: a quarter of the generic
+		// arm64 kernel's modules (about 1,100 of 4,350), so its postinst's
+		// depmod, the slowest part of the kernel's first boot under
+		// emulation, takes a quarter of the time, and the image is 100 MB
+		// smaller. The kernel wants an initramfs tool; appliance makes its
+		// own initramfs, so it takes the smallest, not initramfs-tools,
+		// whose hooks take minutes under emulation on the first boot.
+		Packages:      []string{"linux-image-cloud-arm64", "tiny-initramfs"},
+		KernelFlavour: "-cloud-arm64", Console: "ttyAMA0", BootSize: 128 << 20,
+		// virtio, virtio_pci, ext4 and crc32c are built into the cloud
+		// kernel, the disk driver is a module. (The generic kernel has
+		// ext4 as a module too, and ext4's metadata checksums ask the
+		// crypto API for crc32c by name, which only modprobe could answer:
+		// crc32c_generic comes first; a built-in module is skipped.)
 		InitramfsModules: []string{"crc32c_generic", "virtio_blk", "ext4"},
 		Boot:             "qemu",
 	},

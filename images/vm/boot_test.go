@@ -31,8 +31,10 @@ import (
 )
 
 // firstBootDeadline bounds the whole boot: the first boot configures
-// every package under emulation (about 8 minutes on a 2-core machine).
-const firstBootDeadline = 25 * time.Minute
+// every package under emulation (about 3½ minutes on an idle 2-core
+// machine; make bench-firstboot measures it). It is a time-box for a
+// hung boot, not the budget: a loaded machine takes twice as long.
+const firstBootDeadline = 15 * time.Minute
 
 func TestBootDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), firstBootDeadline+10*time.Minute)
@@ -163,7 +165,7 @@ func TestBootDemo(t *testing.T) {
 	timing, _ := run(c, "sudo grep -E 'first boot: .* (done|finished) in' /var/log/appliance-firstboot.log")
 	t.Logf("first boot:\n%s", timing)
 	// Where the time went, package by package, from dpkg's own log.
-	if dlog, err := run(c, "cat /var/log/dpkg.log"); err != nil {
+	if dlog, err := run(c, "sudo cat /var/log/dpkg.log"); err != nil {
 		t.Errorf("reading dpkg's log: %v", err)
 	} else if prof, err := dpkglog.Read(strings.NewReader(dlog)); err != nil {
 		t.Error(err)
