@@ -109,7 +109,12 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cold.time(fmt.Sprintf("write %d bundles, synced (bundle.Write, merged.bin of 4 MiB each)", n), func() error {
+	// Every node's merged image has the same length: the app's end.
+	mergedSize := 0
+	if len(r.Nodes) > 0 {
+		mergedSize = len(r.Nodes[0].Bundle.Merged())
+	}
+	if err := cold.time(fmt.Sprintf("write %d bundles, synced (bundle.Write, merged.bin of %.2f MiB each)", n, float64(mergedSize)/(1<<20)), func() error {
 		var err error
 		f.info, err = simtest.WriteNodes(s.Out, site, r)
 		if err == nil {
@@ -134,8 +139,8 @@ func artifacts(t *tb, dir string, n int) (*fleet, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := disk.time(fmt.Sprintf("peer: dd of as many bytes as the merged images (%d × 4 MiB, conv=fsync)", n), func() error {
-		out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(specDir, "dd.bin"), "bs=4M", fmt.Sprint("count=", n), "conv=fsync").CombinedOutput()
+	if err := disk.time(fmt.Sprintf("peer: dd of as many bytes as the merged images (%d × %.2f MiB, conv=fsync)", n, float64(mergedSize)/(1<<20)), func() error {
+		out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(specDir, "dd.bin"), fmt.Sprint("bs=", mergedSize), fmt.Sprint("count=", n), "conv=fsync").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}

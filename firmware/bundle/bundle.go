@@ -10,9 +10,11 @@
 //	flasher_args.json, flash_args         as idf.py writes them: esptool write_flash @flash_args
 //	merged.bin                            all of the above in one image from 0x0, as esptool merge_bin makes it
 //
-// The merged image is as large as the flash, so it is not among
-// Bundle.Files: WriteMerged streams it, and Write puts it beside the
-// other files; a thousand nodes' bundles fit in memory without it.
+// The merged image reaches from 0x0 to the end of the app (the identity
+// sits before the app slots, so without an app it ends there), about
+// 1.3 MB for a 1 MB app, so it is not among Bundle.Files: WriteMerged
+// streams it, and Write puts it beside the other files; a thousand
+// nodes' bundles fit in memory without it.
 //
 // A firmware without an app image (a machine without ESP-IDF) still
 // gives every node its identity and a bundle; Bundle.HasApp says so.

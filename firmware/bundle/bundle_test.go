@@ -127,7 +127,7 @@ func TestEsptoolMerges(t *testing.T) {
 			if err := json.Unmarshal(file(b, bundle.FlasherArgs), &fa); err != nil {
 				t.Fatal(err)
 			}
-			if fa.Extra.Chip != tc.chip.String() || (fa.App != nil) != tc.app || (tc.app && (fa.App.Offset != "0x10000" || fa.App.Encrypted != "false")) {
+			if fa.Extra.Chip != tc.chip.String() || (fa.App != nil) != tc.app || (tc.app && (fa.App.Offset != "0x40000" || fa.App.Encrypted != "false")) {
 				t.Errorf("flasher_args.json: chip %q, app %+v", fa.Extra.Chip, fa.App)
 			}
 			args := append([]string{"--chip", fa.Extra.Chip, "merge_bin", "-o", "json.bin"}, fa.WriteFlashArgs...)
@@ -144,8 +144,16 @@ func TestEsptoolMerges(t *testing.T) {
 				t.Error("merge_bin from flasher_args.json differs from merged.bin")
 			}
 
-			if len(merged) != tc.flash {
-				t.Errorf("merged image of %#x bytes, the flash has %#x", len(merged), tc.flash)
+			// It ends where the last region does, as merge_bin's does: with
+			// the app in ota_0, or the identity before it.
+			layout, _ := partition.Layout(tc.flash)
+			ota0, _ := layout.Find("ota_0")
+			end := int(ota0.Offset)
+			if tc.app {
+				end += len(in.App)
+			}
+			if len(merged) != end {
+				t.Errorf("merged image of %#x bytes, want %#x (the flash has %#x)", len(merged), end, tc.flash)
 			}
 			boot := bundle.BootloaderOffset(tc.chip)
 			if merged[boot] != espimage.Magic || merged[boot+2] != 2 {
@@ -166,8 +174,8 @@ func TestEsptoolMerges(t *testing.T) {
 			if ota, _ := tab.Find("otadata"); !bytes.Equal(merged[ota.Offset:ota.Offset+ota.Size], bytes.Repeat([]byte{0xFF}, int(ota.Size))) {
 				t.Error("otadata is not erased")
 			}
-			if app := merged[0x10000:]; tc.app != (app[0] == espimage.Magic) {
-				t.Errorf("byte 0x10000 is %#x with app %v", app[0], tc.app)
+			if tc.app != (len(merged) > 0x40000 && merged[0x40000] == espimage.Magic) {
+				t.Errorf("app at 0x40000 in %#x bytes, want it %v", len(merged), tc.app)
 			}
 		})
 	}
