@@ -331,7 +331,10 @@ func (b *Bundle) Merged() []byte {
 }
 
 // Write writes the bundle's files and merged.bin under dir, each
-// replaced atomically.
+// replaced atomically, but not synced: a build writes thousands of them
+// into its staging folder and syncs that file system once before it
+// publishes the folder whole (one sync, not one per file). A caller
+// writing elsewhere syncs when it is done.
 func (b *Bundle) Write(dir string) error {
 	for _, f := range b.Files {
 		if err := writeFile(dir, f.Path, func(w io.Writer) error { _, err := w.Write(f.Data); return err }); err != nil {
@@ -359,9 +362,6 @@ func writeFile(dir, name string, fn func(w io.Writer) error) error {
 	}
 	if err == nil {
 		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

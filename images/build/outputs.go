@@ -249,6 +249,12 @@ func (b *builder) writeSBOM(path string) error {
 // old output is moved aside under a name of its own, so nothing else
 // beside it is touched.
 func swap(src, dst string) error {
+	// What went into src (thousands of node files among it, each written
+	// unsynced) reaches the disk before the rename publishes it: one
+	// syncfs for the lot.
+	if err := syncFS(src); err != nil {
+		return err
+	}
 	old := ""
 	if _, err := os.Stat(dst); err == nil {
 		aside, err := os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".old-")
@@ -267,5 +273,6 @@ func swap(src, dst string) error {
 		}
 		return err
 	}
-	return nil
+	// And the rename itself.
+	return syncFS(filepath.Dir(dst))
 }
