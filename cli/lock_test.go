@@ -164,10 +164,16 @@ func TestPlanListsTheLockedRequest(t *testing.T) {
 		t.Fatalf("plan: exit %d\n%s", code, errs)
 	}
 	var plan struct {
-		Gateway struct{ Packages []string }
+		Gateway struct {
+			Packages []string
+			Kernel   string
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &plan); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.HasPrefix(plan.Gateway.Kernel, "linux-image-cloud-arm64 from Debian") {
+		t.Errorf("plan says the kernel is %q", plan.Gateway.Kernel)
 	}
 	lock, err := rootfs.ReadLock("../examples/demo.lock")
 	if err != nil {
@@ -297,5 +303,35 @@ func TestLockReplay(t *testing.T) {
 	}
 	if code, out, errs := run(t, env, "lock", "--offline", spec); code != 0 || !strings.Contains(out, "up to date") {
 		t.Errorf("lock --offline after the replay: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestPlanSaysWhichKernel: plan names the kernel a Raspberry Pi gets and
+// why — Debian's, when its sources hold no Raspberry Pi archive — and
+// refuses a Pi 5 from Debian alone with the reason.
+func TestPlanSaysWhichKernel(t *testing.T) {
+	dir := t.TempDir()
+	spec := func(board string) string {
+		p := filepath.Join(dir, board+".hcl")
+		os.WriteFile(p, []byte(`site "pi" {}
+gateway "gw" {
+  board = "`+board+`"
+}
+os {
+  source "debian" {
+    url        = "http://deb.debian.org/debian"
+    components = ["main", "non-free-firmware"]
+  }
+}
+`), 0o644)
+		return p
+	}
+	code, out, errs := run(t, []string{"HOME=/nonexistent"}, "plan", "--dry-run", "--state", filepath.Join(dir, "state"), spec("rpi4"))
+	if code != 0 || !strings.Contains(out, "kernel") || !strings.Contains(out, "linux-image-arm64 from Debian, with Debian's raspi-firmware: the os sources hold no Raspberry Pi archive") {
+		t.Errorf("plan of a Pi 4 from Debian: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = run(t, []string{"HOME=/nonexistent"}, "plan", "--dry-run", "--state", filepath.Join(dir, "state5"), spec("rpi5"))
+	if code == 0 || !strings.Contains(errs, "RP1") || !strings.Contains(errs, `source "raspberrypi"`) {
+		t.Errorf("plan of a Pi 5 from Debian: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -99,6 +99,7 @@ type planView struct {
 		Hostname string   `json:"hostname"`
 		Address  string   `json:"address"`
 		Board    string   `json:"board"`
+		Kernel   string   `json:"kernel"`
 		Arch     string   `json:"arch"`
 		Suite    string   `json:"suite"`
 		Sources  []string `json:"sources"`
@@ -156,6 +157,7 @@ func makePlan(gw *desired.Gateway, dir string, res *state.Result, dry bool) *pla
 	}
 	// Exactly what the lock requests on top of the suite's base set.
 	g.Packages = gw.Packages
+	g.Kernel = p.board.Kernel
 	g.Admin, g.Keys = s.Gateway.Admin.User, len(s.Gateway.Admin.AuthorizedKeys)
 	g.Timezone, g.Locale = s.Gateway.Timezone, s.Gateway.Locale
 	if s.Gateway.Network.DHCP() {
@@ -223,6 +225,7 @@ func (p *planView) writeText(w io.Writer) {
 	fmt.Fprintf(w, "Gateway %s\n", g.Hostname)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  board\t%s (%s, %s)\n", g.Board, p.board.Name, g.Arch)
+	fmt.Fprintf(tw, "  kernel\t%s\n", g.Kernel)
 	fmt.Fprintf(tw, "  address\t%s\n", g.Address)
 	fmt.Fprintf(tw, "  network\t%s\n", g.Network)
 	fmt.Fprintf(tw, "  os\tDebian %s %s\n", g.Suite, g.Arch)

@@ -2,13 +2,11 @@ package desired
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 
 	"github.com/appliance/appliance/images/apt"
 	"github.com/appliance/appliance/images/rootfs"
 	"github.com/appliance/appliance/keys"
-	"github.com/appliance/appliance/spec"
 )
 
 // Request is the gateway's package set as the lock and the build take
@@ -33,18 +31,10 @@ func (g *Gateway) Request() (*rootfs.Request, error) {
 			return nil, fmt.Errorf("source %s: keyring %s: %w", s.Name, s.Keyring+s.ShippedKeyring, err)
 		}
 		prio := rootfs.DefaultPriority
-		if isRaspberryPi(s) {
+		if s.IsRaspberryPi() {
 			prio = rootfs.RaspberryPiPriority
 		}
 		req.Sources = append(req.Sources, &apt.Source{Name: s.Name, URL: s.URL, Suite: s.Suite, Components: s.Components, Keyring: kr, Priority: prio})
 	}
 	return req, nil
-}
-
-func isRaspberryPi(s spec.Source) bool {
-	if s.ShippedKeyring == "raspberrypi" {
-		return true
-	}
-	u, err := url.Parse(s.URL)
-	return err == nil && (u.Hostname() == "archive.raspberrypi.com" || u.Hostname() == "archive.raspberrypi.org")
 }

@@ -1,6 +1,9 @@
 package spec
 
 import (
+	"fmt"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -9,13 +12,17 @@ import (
 
 // Board describes a gateway board appliance builds images for: the one
 // catalogue of boards, which the spec checks against, the desired state
-// takes its packages from and the image build its boot partition.
+// takes its packages from and the image build its boot partition. A
+// site's board is the catalogue's entry resolved for its apt sources
+// (Resolve): a Raspberry Pi takes Raspberry Pi's kernel where the
+// sources hold the Raspberry Pi archive, and Debian's where they do not
+// and Debian's kernel runs the board.
 type Board struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 	// Arch is the Debian architecture of the gateway's packages.
 	Arch string `json:"arch"`
-	// RaspberryPi reports whether the board needs Raspberry Pi OS
+	// RaspberryPi reports whether the board takes Raspberry Pi OS
 	// packages (firmware, kernel) from archive.raspberrypi.com.
 	RaspberryPi bool `json:"raspberry_pi"`
 	// Packages are the kernel and firmware packages the board boots with.
@@ -30,8 +37,10 @@ type Board struct {
 	// nil when the kernel has what it needs built in (no initramfs).
 	InitramfsModules []string `json:"initramfs_modules,omitempty"`
 	// Boot is how the boot partition is laid out: "qemu" (kernel,
-	// initramfs and command line, which QEMU is given) or "raspberrypi"
-	// (as Raspberry Pi OS's raspi-firmware hooks lay it out).
+	// initramfs and command line, which QEMU is given), "raspberrypi"
+	// (as Raspberry Pi OS's raspi-firmware hooks lay it out) or
+	// "raspi-firmware" (as Debian's raspi-firmware hooks lay it out, which
+	// the gateway's own kernel and firmware updates run again).
 	Boot string `json:"boot"`
 	// KernelImage is the name the Raspberry Pi firmware loads the kernel
 	// by, SoC the prefix of the board's device trees, GPUFirmware the
@@ -40,15 +49,57 @@ type Board struct {
 	KernelImage string   `json:"kernel_image,omitempty"`
 	SoC         string   `json:"soc,omitempty"`
 	GPUFirmware []string `json:"gpu_firmware,omitempty"`
+	// DTB is the board's device tree among the kernel's, which the Pi's
+	// firmware (or QEMU's raspi3b machine) loads.
+	DTB string `json:"dtb,omitempty"`
+	// Kernel says which kernel the board takes and why, as plan shows it.
+	Kernel string `json:"kernel"`
+
+	// Debian is the board booted from Debian alone (linux-image-arm64
+	// and Debian's raspi-firmware), which Resolve picks when the sources
+	// hold no Raspberry Pi archive; NoDebian says why a board without it
+	// needs that archive.
+	Debian   *Board `json:"-"`
+	NoDebian string `json:"-"`
 }
 
-// Boards lists the supported gateway boards.
+// piConsole is the Raspberry Pi 3's and 4's serial console on the pin
+// header (the mini UART, ttyS1 under the mainline device trees).
+const piConsole = "ttyS1,115200"
+
+// debianPi is a Raspberry Pi booted with Debian's arm64 kernel and
+// raspi-firmware (from non-free-firmware), as raspi.debian.net's images
+// are. The kernel has ext4, FAT and the SD controllers as modules, so
+// appliance's initramfs loads them; tiny-initramfs is the initramfs tool
+// the kernel package asks for, and it makes the gateway's initramfs for
+// every later kernel update (initramfs-tools' hooks take minutes under
+// emulation on the first boot).
+func debianPi(id, name, dtb string, sdModules ...string) *Board {
+	mods := []string{"crc32c_generic", "ext4", "fixed", "gpio_regulator"}
+	mods = append(mods, sdModules...)
+	// The boot partition is mounted for raspi-firmware's hooks on the
+	// first boot, before depmod has run: FAT and its code pages too.
+	mods = append(mods, "vfat", "nls_cp437", "nls_ascii")
+	return &Board{
+		ID: id, Name: name, Arch: "arm64",
+		Packages:      []string{"linux-image-arm64", "raspi-firmware", "tiny-initramfs"},
+		KernelFlavour: "-arm64", Console: piConsole, BootSize: 512 << 20,
+		InitramfsModules: mods, Boot: "raspi-firmware", DTB: dtb,
+		Kernel: "linux-image-arm64 from Debian, with Debian's raspi-firmware: the os sources hold no Raspberry Pi archive",
+	}
+}
+
+// Boards lists the supported gateway boards, each as it is with the
+// Raspberry Pi archive among the sources (the default sources of a Pi).
 var Boards = map[string]*Board{
 	"rpi5": {
 		ID: "rpi5", Name: "Raspberry Pi 5", Arch: "arm64", RaspberryPi: true,
 		Packages:      []string{"linux-image-rpi-2712", "raspi-firmware", "raspberrypi-sys-mods", "rpi-eeprom"},
 		KernelFlavour: "-rpi-2712", Console: "serial0,115200", BootSize: 512 << 20,
-		Boot: "raspberrypi", KernelImage: "kernel_2712.img", SoC: "bcm2712",
+		Boot: "raspberrypi", KernelImage: "kernel_2712.img", SoC: "bcm2712", DTB: "bcm2712-rpi-5-b.dtb",
+		Kernel: "linux-image-rpi-2712 from the Raspberry Pi archive",
+		NoDebian: "Debian's kernel has no driver for the Raspberry Pi 5's RP1 chip, which carries its Ethernet, USB and GPIO, " +
+			"so a Pi 5 boots only with Raspberry Pi's kernel",
 	},
 	"rpi4": {
 		ID: "rpi4", Name: "Raspberry Pi 4", Arch: "arm64", RaspberryPi: true,
@@ -56,6 +107,22 @@ var Boards = map[string]*Board{
 		KernelFlavour: "-rpi-v8", Console: "serial0,115200", BootSize: 512 << 20,
 		// The Pi 4's GPU firmware boots from the FAT partition.
 		Boot: "raspberrypi", KernelImage: "kernel8.img", SoC: "bcm2711", GPUFirmware: []string{"start4.elf", "fixup4.dat"},
+		DTB:    "bcm2711-rpi-4-b.dtb",
+		Kernel: "linux-image-rpi-v8 from the Raspberry Pi archive",
+		// The Pi 4's SD card is on its EMMC2 controller (sdhci-iproc).
+		Debian: debianPi("rpi4", "Raspberry Pi 4", "bcm2711-rpi-4-b.dtb", "sdhci_iproc"),
+	},
+	"rpi3": {
+		ID: "rpi3", Name: "Raspberry Pi 3 (3B, 3B+, Zero 2 W)", Arch: "arm64", RaspberryPi: true,
+		Packages:      []string{"linux-image-rpi-v8", "raspi-firmware", "raspberrypi-sys-mods"},
+		KernelFlavour: "-rpi-v8", Console: "serial0,115200", BootSize: 512 << 20,
+		// The Pi 3 loads bootcode.bin, then its GPU firmware, from the card.
+		Boot: "raspberrypi", KernelImage: "kernel8.img", SoC: "bcm2710", GPUFirmware: []string{"bootcode.bin", "start.elf", "fixup.dat"},
+		DTB:    "bcm2710-rpi-3-b.dtb",
+		Kernel: "linux-image-rpi-v8 from the Raspberry Pi archive",
+		// The card is on the SD host controller (bcm2835); Wi-Fi is on the
+		// other one (sdhci-iproc), which a Zero 2 W's device tree may swap.
+		Debian: debianPi("rpi3", "Raspberry Pi 3 (3B, 3B+, Zero 2 W)", "bcm2837-rpi-3-b.dtb", "bcm2835", "sdhci_iproc"),
 	},
 	"qemu-arm64": {
 		ID: "qemu-arm64", Name: "QEMU virt (arm64)", Arch: "arm64",
@@ -75,7 +142,42 @@ var Boards = map[string]*Board{
 		// crc32c_generic comes first; a built-in module is skipped.)
 		InitramfsModules: []string{"crc32c_generic", "virtio_blk", "ext4"},
 		Boot:             "qemu",
+		Kernel:           "linux-image-cloud-arm64 from Debian",
 	},
+}
+
+// Resolve returns the board as a site with these sources gets it: as
+// catalogued when a source is the Raspberry Pi archive (or the board is
+// no Raspberry Pi), else booted from Debian alone. A board that cannot
+// boot from Debian alone gets an error that says why and what to add.
+func (b *Board) Resolve(sources []Source) (*Board, error) {
+	if !b.RaspberryPi {
+		return b, nil
+	}
+	for _, s := range sources {
+		if s.IsRaspberryPi() {
+			return b, nil
+		}
+	}
+	if b.Debian == nil {
+		return nil, fmt.Errorf("%s; add source \"raspberrypi\" { url = \"http://archive.raspberrypi.com/debian\" } to the os block, or a mirror of it", b.NoDebian)
+	}
+	for _, s := range sources {
+		if slices.Contains(s.Components, "non-free-firmware") && !s.IsRaspberryPi() {
+			return b.Debian, nil
+		}
+	}
+	return nil, fmt.Errorf("the %s's boot firmware (raspi-firmware) is in Debian's non-free-firmware component, which no source lists; add \"non-free-firmware\" to the Debian source's components", b.Name)
+}
+
+// IsRaspberryPi reports whether the source is the Raspberry Pi archive
+// (or a mirror named for it by its shipped key).
+func (s Source) IsRaspberryPi() bool {
+	if s.ShippedKeyring == "raspberrypi" {
+		return true
+	}
+	u, err := url.Parse(s.URL)
+	return err == nil && (u.Hostname() == "archive.raspberrypi.com" || u.Hostname() == "archive.raspberrypi.org")
 }
 
 // DefaultFlashSize is the flash of the common ESP32 and ESP32-S3

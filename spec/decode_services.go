@@ -432,17 +432,6 @@ func (d *decoder) decodeOS(s *Site, blk *hcl.Block, ctx *hcl.EvalContext, fallba
 	if len(o.Sources) == 0 && boardOK {
 		o.Sources = defaultSources(s, board, o.Where.Block)
 	}
-	if boardOK && board.RaspberryPi && len(blocks) > 0 {
-		found := false
-		for _, src := range o.Sources {
-			if src.ShippedKeyring == "raspberrypi" || strings.Contains(src.URL, "raspberrypi") {
-				found = true
-			}
-		}
-		if !found {
-			d.warnAt(o.Where.Block, "No Raspberry Pi OS source", fmt.Sprintf("Board %s needs the Raspberry Pi kernel and firmware from archive.raspberrypi.com, and no source points there; add source \"raspberrypi\" { url = \"http://archive.raspberrypi.com/debian\" }, unless a mirror of your own serves them.", board.ID))
-		}
-	}
 }
 
 // defaultSources are the apt sources of a spec that declares none: Debian
@@ -470,4 +459,23 @@ func defaultSources(s *Site, board Board, where hcl.Range) []Source {
 		out = append(out, Source{Name: "grafana", URL: "https://apt.grafana.com", Suite: "stable", Components: []string{"main"}, ShippedKeyring: "grafana", Default: true, Where: w})
 	}
 	return out
+}
+
+// resolveBoard gives the gateway the board as its os sources boot it
+// (Board.Resolve): a Raspberry Pi's kernel from the Raspberry Pi archive
+// when a source is that archive, else Debian's where it runs the board.
+func (d *decoder) resolveBoard(s *Site) {
+	b, err := s.Gateway.Hardware.Resolve(s.OS.Sources)
+	if err != nil {
+		d.errorAt(s.OS.Where.Block, "No kernel for the board", fmt.Sprintf("Board %s: %v.", s.Gateway.Board, err))
+		return
+	}
+	s.Gateway.Hardware = b
+	// A Pi built from Debian alone takes Debian's influxdb (1.x), as the
+	// QEMU board does, unless the spec asks for InfluxDB 2 (which then
+	// needs InfluxData's repository among the sources).
+	in := &s.InfluxDB
+	if !b.RaspberryPi && b.Boot == "raspi-firmware" && !in.Where.Has("version") && !in.Where.Has("org") {
+		in.Version, in.Org = 1, ""
+	}
 }

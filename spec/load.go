@@ -231,6 +231,9 @@ func decodeSite(d *decoder, blocks hcl.Blocks, files []string, dir string, opts 
 	d.decodeIngest(s, d.single(bt["ingest"], "ingest"), ctx, fileRange)
 	d.decodeFirewall(s, d.single(bt["firewall"], "firewall"), ctx, fileRange)
 	d.decodeOS(s, d.single(bt["os"], "os"), ctx, fileRange, board, boardOK)
+	if boardOK {
+		d.resolveBoard(s)
+	}
 
 	for _, blk := range bt["firmware"] {
 		if fw, ok := d.decodeFirmware(blk, ctx, dir, opts); ok {

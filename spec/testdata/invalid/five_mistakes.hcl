@@ -1,7 +1,7 @@
 site "five" {}
 
 gateway "gw" {
-  board    = "rpi3"
+  board    = "rpi2"
   hostname = "Green_House"
 }
 
