@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/appliance/appliance/internal/testenv"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -101,5 +103,61 @@ func TestUnpacked(t *testing.T) {
 	got, err := unpacked(root)
 	if err != nil || len(got) != 2 || got[0] != [2]string{"base-files", "base-files"} || got[1] != [2]string{"libc6", "libc6:arm64"} {
 		t.Errorf("unpacked = %v, %v", got, err)
+	}
+}
+
+// The command line Debian's raspi-firmware writes: the root by its file
+// system's UUID, rw before the ro appliance adds (the last one counts, as
+// in the kernel), and the init appliance adds.
+func TestParseRaspiFirmwareCmdline(t *testing.T) {
+	c, err := ParseCmdline(" console=ttyS1,115200 root=UUID=0E4F5A3B-1C2D-4E5F-8A9B-0C1D2E3F4A5B rw fsck.repair=yes net.ifnames=0  rootwait rootfstype=ext4 ro init=/usr/lib/appliance/init panic=10\n")
+	if err != nil || c.UUID != "0e4f5a3b-1c2d-4e5f-8a9b-0c1d2e3f4a5b" || c.PartUUID != "" || !c.ReadOnly || c.Init != "/usr/lib/appliance/init" {
+		t.Errorf("ParseCmdline = %+v, %v", c, err)
+	}
+	if _, err := ParseCmdline("root=LABEL=rootfs"); err == nil || !strings.Contains(err.Error(), "UUID=") {
+		t.Errorf("root=LABEL= accepted, or the error names no way out: %v", err)
+	}
+}
+
+// FindFilesystem against file systems mke2fs made with a UUID of its
+// own choosing, read back by blkid: the device whose UUID matches, and
+// none for another UUID or a device that is no ext4.
+func TestFindFilesystem(t *testing.T) {
+	testenv.Require(t, "mke2fs", "blkid")
+	dir := t.TempDir()
+	dev := filepath.Join(dir, "dev")
+	sysBlock := filepath.Join(dir, "class/block")
+	os.MkdirAll(dev, 0o755)
+	os.MkdirAll(sysBlock, 0o755)
+	uuids := map[string]string{}
+	for _, n := range []string{"mmcblk0p1", "mmcblk0p2", "mmcblk0p3"} {
+		p := filepath.Join(dev, n)
+		if err := os.WriteFile(p, make([]byte, 8<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(sysBlock, n), 0o755)
+		if n == "mmcblk0p1" {
+			continue // no file system
+		}
+		testenv.MustRun(t, "mke2fs", "-q", "-t", "ext4", "-F", p)
+		out := testenv.MustRun(t, "blkid", "-o", "value", "-s", "UUID", p)
+		uuids[n] = strings.TrimSpace(out)
+	}
+	for n, u := range uuids {
+		got, err := FindFilesystem(sysBlock, dev, u)
+		if err != nil || got != filepath.Join(dev, n) {
+			t.Errorf("FindFilesystem(%s) = %q, %v; want %s", u, got, err, n)
+		}
+	}
+	if got, err := FindFilesystem(sysBlock, dev, "00000000-0000-4000-8000-000000000000"); err == nil {
+		t.Errorf("an unknown UUID found %s", got)
+	}
+}
+
+func TestFstabMounts(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fstab")
+	os.WriteFile(p, []byte("# /boot/firmware\nPARTUUID=1-02\t/\text4\tdefaults 0 1\nPARTUUID=1-01\t/boot/firmware\tvfat\tdefaults,nofail 0 2\n"), 0o644)
+	if !fstabMounts(p, BootMount) || fstabMounts(p, "/srv") || fstabMounts(filepath.Join(t.TempDir(), "none"), BootMount) {
+		t.Error("fstabMounts read the table wrongly")
 	}
 }

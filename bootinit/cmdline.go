@@ -1,6 +1,7 @@
 // Package bootinit is the first program the gateway runs. In the
 // initramfs (QEMU's Debian kernel needs modules to reach its disk) it
-// loads those modules, finds the root partition by PARTUUID, mounts it
+// loads those modules, finds the root partition by PARTUUID (or its file
+// system by UUID), mounts it
 // and hands over. As init= in the root file system it runs the first
 // boot once — the maintainer scripts dpkg did not run when appliance
 // unpacked the packages, then growing the root file system to the card —
@@ -17,6 +18,9 @@ type Cmdline struct {
 	// PartUUID is the root partition, as root=PARTUUID=1234abcd-02 names
 	// it (the MBR disk identifier and the partition number).
 	PartUUID string
+	// UUID is the root file system, as root=UUID=… names it (the way
+	// Debian's raspi-firmware writes it for a Raspberry Pi).
+	UUID     string
 	FSType   string
 	ReadOnly bool
 	Flags    string
@@ -31,11 +35,14 @@ func ParseCmdline(s string) (Cmdline, error) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "root":
-			id, ok := strings.CutPrefix(v, "PARTUUID=")
-			if !ok {
-				return c, fmt.Errorf("root=%s: appliance's init finds the root by PARTUUID=; write root=PARTUUID=…", v)
+			c.PartUUID, c.UUID = "", ""
+			if id, ok := strings.CutPrefix(v, "PARTUUID="); ok {
+				c.PartUUID = strings.ToLower(id)
+			} else if id, ok := strings.CutPrefix(v, "UUID="); ok {
+				c.UUID = strings.ToLower(id)
+			} else {
+				return c, fmt.Errorf("root=%s: appliance's init finds the root by PARTUUID= or UUID=; write root=PARTUUID=… or root=UUID=…", v)
 			}
-			c.PartUUID = strings.ToLower(id)
 		case "rootfstype":
 			c.FSType = v
 		case "rootflags":
@@ -48,8 +55,8 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.Init = v
 		}
 	}
-	if c.PartUUID == "" {
-		return c, fmt.Errorf("the kernel command line names no root=PARTUUID=…")
+	if c.PartUUID == "" && c.UUID == "" {
+		return c, fmt.Errorf("the kernel command line names no root=PARTUUID=… or root=UUID=…")
 	}
 	return c, nil
 }

@@ -72,6 +72,48 @@ func FindPartition(sysBlock, devDir, partuuid string) (string, error) {
 
 var errNotFound = errors.New("no such partition yet")
 
+// ext4 superblock fields, from the start of the device.
+const (
+	ext4Super = 1024
+	ext4Magic = ext4Super + 0x38
+	ext4UUID  = ext4Super + 0x68
+)
+
+// FindFilesystem looks through sysfs for the block device that holds the
+// ext4 file system with the given UUID (as blkid writes it) and returns
+// its device node, such as /dev/mmcblk0p2.
+func FindFilesystem(sysBlock, devDir, uuid string) (string, error) {
+	entries, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		dev := filepath.Join(devDir, e.Name())
+		if got, err := ext4FSUUID(dev); err == nil && got == uuid {
+			return dev, nil
+		}
+	}
+	return "", errNotFound
+}
+
+// ext4FSUUID reads the UUID of the ext4 file system on dev.
+func ext4FSUUID(dev string) (string, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b := make([]byte, ext4UUID+16)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return "", err
+	}
+	if binary.LittleEndian.Uint16(b[ext4Magic:]) != 0xEF53 {
+		return "", fmt.Errorf("%s holds no ext4 file system", dev)
+	}
+	u := b[ext4UUID:]
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
+}
+
 // Growth is how a partition should grow to fill its disk.
 type Growth struct {
 	Disk      string // /dev/vda

@@ -99,11 +99,18 @@ func initramfs() {
 	var dev string
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		dev, err = FindPartition("/sys/class/block", "/dev", cl.PartUUID)
+		if cl.UUID != "" {
+			dev, err = FindFilesystem("/sys/class/block", "/dev", cl.UUID)
+		} else {
+			dev, err = FindPartition("/sys/class/block", "/dev", cl.PartUUID)
+		}
 		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
+			if cl.UUID != "" {
+				fatal("no file system with UUID %s appeared within two minutes", cl.UUID)
+			}
 			fatal("no partition with PARTUUID %s appeared within two minutes", cl.PartUUID)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -213,6 +220,14 @@ func firstBoot() error {
 	if err := growRoot(out, run); err != nil {
 		// A gateway that did not grow still works; say so and go on.
 		fmt.Fprintf(out, "appliance first boot: the root file system was not grown: %v\n", err)
+	}
+	// Packages' hooks write to the boot partition (Debian's
+	// raspi-firmware lays out a Pi's), and refuse to where it is not
+	// mounted: mount it as fstab does once systemd runs.
+	if fstabMounts("/etc/fstab", BootMount) {
+		if err := run("mounting "+BootMount, "mount", BootMount); err != nil {
+			fmt.Fprintf(out, "appliance first boot: %v\n", err)
+		}
 	}
 	t := time.Now()
 	if err := PreinstAll("/", out, env); err != nil {
