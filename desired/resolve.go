@@ -59,6 +59,13 @@ func (d Disk) BootPartUUID() string { return mbr.PartUUID(d.ID, 1) }
 // RootPartUUID: see BootPartUUID.
 func (d Disk) RootPartUUID() string { return mbr.PartUUID(d.ID, 2) }
 
+// RootFSUUID is the root file system's UUID as blkid and root=UUID=
+// write it.
+func (d Disk) RootFSUUID() string {
+	u := d.RootUUID
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
 // DiskOf derives the disk identity of a site from its name and CA.
 func DiskOf(site string, caCert []byte) Disk {
 	sum := sha256.Sum256(append([]byte("appliance disk "+site+"\n"), caCert...))
@@ -137,6 +144,8 @@ func (r *Resolved) value(space, name string, st *state.Store) ([]byte, error) {
 			return []byte(r.Disk.BootPartUUID()), nil
 		case "root":
 			return []byte(r.Disk.RootPartUUID()), nil
+		case "rootfs":
+			return []byte(r.Disk.RootFSUUID()), nil
 		}
 		return nil, fmt.Errorf("no disk value %q", name)
 	}

@@ -161,8 +161,9 @@ const (
 	Inline SourceKind = iota
 	// Expand files are their Content with each placeholder @@state:PATH@@
 	// replaced by the (trimmed) content of that state file — a config
-	// that must hold a secret inline — and @@disk:boot@@ and
-	// @@disk:root@@ by the PARTUUIDs of the gateway's partitions.
+	// that must hold a secret inline — @@disk:boot@@ and @@disk:root@@
+	// by the PARTUUIDs of the gateway's partitions, and @@disk:rootfs@@
+	// by its root file system's UUID.
 	Expand
 	// FromState files are a file of the site's state.
 	FromState

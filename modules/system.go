@@ -175,10 +175,44 @@ ExecStart=` + generation.ApplyPath + ` recover --boot
 [Install]
 WantedBy=sysinit.target
 `
-	return []File{
+	files := []File{
 		{Path: "/etc/fstab", Mode: 0o644, Owner: "root", Group: "root", Content: []byte(fstab), Source: Source{Kind: Expand}, Range: r},
 		text("/etc/systemd/system/"+firstBootCheck, 0o644, "root", "root", check, r),
 		text("/etc/systemd/system/"+applyRecover, 0o644, "root", "root", recover, r),
+	}
+	if m.site.Gateway.Hardware.Boot == "raspi-firmware" {
+		files = append(files, m.raspiFirmware()...)
+	}
+	return files
+}
+
+// raspiFirmware: the settings of Debian's raspi-firmware, whose hooks
+// keep the boot partition on the first boot and every kernel update,
+// and of tiny-initramfs, which makes each new kernel's initramfs. The
+// command line they write is the one appliance boots with: the root by
+// its file system's UUID (which tiny-initramfs and appliance's init both
+// find), the console on the pin header, no memory held back for a GPU
+// the gateway does not use, and appliance's init.
+func (m *System) raspiFirmware() []File {
+	r := m.site.Gateway.Where.Attr("board")
+	hw := m.site.Gateway.Hardware
+	defaults := header("#", m.site.Name) + `# raspi-firmware's kernel hook writes /boot/firmware/config.txt and
+# cmdline.txt from these settings; see /usr/share/doc/raspi-firmware.
+ROOTPART="UUID=@@disk:rootfs@@"
+CONSOLES="` + hw.Console + `"
+CMA=0
+KERNEL="auto"
+INITRAMFS="auto"
+`
+	extra := "rootfstype=ext4 ro init=" + bootinit.InitPath + " panic=10\n"
+	// tiny-initramfs finds the root's own driver and file system; what
+	// else the board needs to reach them (regulators, the checksum of
+	// ext4's metadata) it is told.
+	tiny := header("#", m.site.Name) + "AUTO_MODULES=yes\nINCLUDE_MODULES=\"" + strings.Join(hw.InitramfsModules, ",") + "\"\n"
+	return []File{
+		{Path: "/etc/default/raspi-firmware", Mode: 0o644, Owner: "root", Group: "root", Content: []byte(defaults), Source: Source{Kind: Expand}, Range: r},
+		text("/etc/default/raspi-extra-cmdline", 0o644, "root", "root", extra, r),
+		text("/etc/tiny-initramfs/tiny-initramfs.conf", 0o644, "root", "root", tiny, r),
 	}
 }
 

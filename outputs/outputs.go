@@ -7,7 +7,8 @@
 //	sbom.cdx.json       CycloneDX SBOM of the image and the nodes' firmware
 //	build-info.json     Info: inputs' digest, versions, listeners, nodes, outputs
 //	SHA256SUMS          digests of the other files
-//	boot/               kernel, initramfs, command line (qemu-arm64 board)
+//	boot/               kernel, initramfs, command line (and device tree) that
+//	                    QEMU boots (qemu-arm64, and Pis booted from Debian)
 //	nodes/NODE/         a node's flash bundle
 //	.appliance-output   marks the folder as a build's own
 package outputs
@@ -28,6 +29,14 @@ const (
 	BootDir    = "boot"
 	NodesDir   = "nodes"
 	MarkerName = ".appliance-output"
+)
+
+// Names of the files in BootDir.
+const (
+	BootKernel  = "vmlinuz"
+	BootInitrd  = "initrd.img"
+	BootCmdline = "cmdline.txt"
+	BootDTB     = "board.dtb"
 )
 
 // Info is build-info.json: what went into the build, what the gateway

@@ -23,13 +23,16 @@ import (
 
 // Context is what a board needs to fill its boot partition.
 type Context struct {
-	// Boot is the board's layout: "qemu" or "raspberrypi".
+	// Boot is the board's layout: "qemu", "raspberrypi" or
+	// "raspi-firmware".
 	Boot string
 	// KernelImage, SoC and GPUFirmware describe a Raspberry Pi: the
 	// kernel's name on the partition, its device trees' prefix, and the
 	// GPU firmware files it boots from the card.
 	KernelImage, SoC string
 	GPUFirmware      []string
+	// DTB is the board's own device tree.
+	DTB string
 
 	Tree  *tree.Tree
 	Blobs tree.Blobs
@@ -74,7 +77,7 @@ func Cmdline(console, rootPartUUID string) string {
 }
 
 // Layouts are the boot partition layouts this package fills.
-var Layouts = []string{"qemu", "raspberrypi"}
+var Layouts = []string{"qemu", "raspberrypi", "raspi-firmware"}
 
 // BootFiles lists what goes on the FAT boot partition.
 func BootFiles(c *Context) ([]File, error) {
@@ -83,6 +86,8 @@ func BootFiles(c *Context) ([]File, error) {
 		return qemuBoot(c)
 	case "raspberrypi":
 		return piBoot(c, c.KernelImage, c.SoC, c.GPUFirmware)
+	case "raspi-firmware":
+		return raspiFirmwareBoot(c)
 	}
 	return nil, fmt.Errorf("no boot partition layout %q", c.Boot)
 }

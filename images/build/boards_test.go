@@ -43,6 +43,8 @@ func piKernelDeb(flavour string) *fixture.Deb {
 		fixture.File{Path: lib + "broadcom/bcm2712d0-rpi-5-b.dtb", Body: "dtb 2712d0 " + flavour},
 		fixture.File{Path: lib + "broadcom/bcm2711-rpi-4-b.dtb", Body: "dtb 2711 " + flavour},
 		fixture.File{Path: lib + "broadcom/bcm2711-rpi-400.dtb", Body: "dtb 2711-400 " + flavour},
+		fixture.File{Path: lib + "broadcom/bcm2710-rpi-3-b.dtb", Body: "dtb 2710 " + flavour},
+		fixture.File{Path: lib + "broadcom/bcm2710-rpi-zero-2-w.dtb", Body: "dtb 2710-zero-2 " + flavour},
 		fixture.File{Path: lib + "overlays/README", Body: "overlays"},
 		fixture.File{Path: lib + "overlays/disable-bt.dtbo", Body: "overlay disable-bt"},
 		// Debian's kernels link the device trees from /usr/lib/linux.
@@ -65,7 +67,8 @@ func piArchive(t *testing.T) (url, keyring string) {
 		piKernelDeb("2712"), piKernelDeb("v8"),
 		{Name: "raspi-firmware", Version: "1:1.20250430-4", Arch: "all", Files: append(dirs("./usr/", "./usr/lib/", fw),
 			fixture.File{Path: fw + "start4.elf", Body: "gpu firmware"}, fixture.File{Path: fw + "fixup4.dat", Body: "gpu fixup"},
-			fixture.File{Path: fw + "bootcode.bin", Body: "pi 3 boot code"})},
+			fixture.File{Path: fw + "bootcode.bin", Body: "pi 3 boot code"},
+			fixture.File{Path: fw + "start.elf", Body: "pi 3 gpu firmware"}, fixture.File{Path: fw + "fixup.dat", Body: "pi 3 gpu fixup"})},
 		{Name: "raspberrypi-sys-mods", Version: "20250605", Arch: "arm64"},
 		{Name: "rpi-eeprom", Version: "28.2-1", Arch: "all"},
 		{Name: "influxdb2", Version: "2.7.12-1", Arch: "arm64", Files: append(dirs("./usr/", "./usr/bin/"), fixture.File{Path: "./usr/bin/influxd", Body: "influxd", Mode: 0o755})},
@@ -91,11 +94,13 @@ var piCases = []struct {
 }{
 	{"rpi5", "2712", "kernel_2712.img", "bcm2712", "bcm2711", nil},
 	{"rpi4", "v8", "kernel8.img", "bcm2711", "bcm2712", []string{"start4.elf", "fixup4.dat"}},
+	{"rpi3", "v8", "kernel8.img", "bcm2710", "bcm2711", []string{"bootcode.bin", "start.elf", "fixup.dat"}},
 }
 
 // TestEveryBoardIsBuilt: every board the spec accepts has a boot layout
 // and is built by an image test here (TestDemoImage builds qemu-arm64,
-// TestPiImages the Raspberry Pis).
+// TestPiImages the Raspberry Pis, TestPiFromDebian those that also boot
+// from Debian alone).
 func TestEveryBoardIsBuilt(t *testing.T) {
 	built := map[string]bool{"qemu-arm64": true}
 	for _, c := range piCases {
@@ -112,6 +117,24 @@ func TestEveryBoardIsBuilt(t *testing.T) {
 			t.Errorf("board %s is incomplete in the catalogue: %+v", id, b)
 		}
 	}
+	// A board that also boots from Debian alone is built that way by
+	// TestPiFromDebian.
+	fromDebian := map[string]bool{}
+	for _, c := range debianPiCases {
+		fromDebian[c.board] = true
+	}
+	for id, b := range spec.Boards {
+		if d := b.Debian; d != nil {
+			if !fromDebian[id] {
+				t.Errorf("board %s boots from Debian alone but no image test builds it so", id)
+			}
+			if !slices.Contains(boards.Layouts, d.Boot) || d.DTB == "" || len(d.InitramfsModules) == 0 || d.RaspberryPi {
+				t.Errorf("board %s from Debian is incomplete in the catalogue: %+v", id, d)
+			}
+		} else if b.RaspberryPi && b.NoDebian == "" {
+			t.Errorf("board %s needs the Raspberry Pi archive and does not say why", id)
+		}
+	}
 	for id := range built {
 		if spec.Boards[id] == nil {
 			t.Errorf("the image tests build %s, which the spec does not accept", id)
@@ -119,7 +142,7 @@ func TestEveryBoardIsBuilt(t *testing.T) {
 	}
 }
 
-// TestPiImages builds Raspberry Pi 5 and 4 gateways from Debian's archive
+// TestPiImages builds Raspberry Pi 5, 4 and 3 gateways from Debian's archive
 // and the fixture archive and reads back the boot partition: the kernel
 // under the name the firmware loads, the SoC's device trees and no other,
 // the overlays, config.txt, cmdline.txt naming the root partition, and
@@ -188,7 +211,7 @@ grafana {}
 				}
 			}
 			for _, n := range names {
-				if strings.HasPrefix(n, c.other) || strings.HasPrefix(n, "bootcode.bin") || strings.HasPrefix(n, "broadcom") {
+				if strings.HasPrefix(n, c.other) || (strings.HasPrefix(n, "bootcode.bin") && !slices.Contains(c.firmware, "bootcode.bin")) || strings.HasPrefix(n, "broadcom") {
 					t.Errorf("the boot partition holds %s, which this board does not boot with", n)
 				}
 			}
@@ -201,7 +224,7 @@ grafana {}
 			if k := read(c.kernel); k != "kernel "+piKernel+c.flavour {
 				t.Errorf("%s holds %q", c.kernel, k)
 			}
-			if dt := read(c.soc + "-rpi-" + map[string]string{"bcm2712": "5-b", "bcm2711": "4-b"}[c.soc] + ".dtb"); !strings.HasPrefix(dt, "dtb "+strings.TrimPrefix(c.soc, "bcm")) {
+			if dt := read(c.soc + "-rpi-" + map[string]string{"bcm2712": "5-b", "bcm2711": "4-b", "bcm2710": "3-b"}[c.soc] + ".dtb"); !strings.HasPrefix(dt, "dtb "+strings.TrimPrefix(c.soc, "bcm")) {
 				t.Errorf("the device tree holds %q", dt)
 			}
 			if o := read("overlays/uart0.dtbo"); o != "overlay disable-bt" {

@@ -408,23 +408,34 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 	s := b.step("image")
 	mtime := b.mtime
 	d := b.gw.Disk
-	layout := disk.Layout{DiskID: d.ID, BootSize: b.board.BootSize}
-	root := rootfs.Ext4Entries(t, b.opt.Cache)
-	layout.RootSize = rootSize(root)
-	layout.Boot = fat.Options{Label: "BOOTFS", VolumeID: d.BootVolumeID}
-	layout.Root = ext4.Options{Label: "rootfs", UUID: d.RootUUID, HashSeed: d.HashSeed, Time: mtime, ReservedBlocksPercent: 5}
 
 	kver, err := boards.Kernel(t, b.board.ID, b.board.KernelFlavour, b.board.Packages[0])
 	if err != nil {
 		return err
 	}
-	bctx := &boards.Context{Boot: b.board.Boot, KernelImage: b.board.KernelImage, SoC: b.board.SoC, GPUFirmware: b.board.GPUFirmware,
+	bctx := &boards.Context{Boot: b.board.Boot, KernelImage: b.board.KernelImage, SoC: b.board.SoC, GPUFirmware: b.board.GPUFirmware, DTB: b.board.DTB,
 		Tree: t, Blobs: b.opt.Cache, Kernel: kver, Cmdline: boards.Cmdline(b.board.Console, d.RootPartUUID()), Time: mtime}
 	if b.board.InitramfsModules != nil {
 		if bctx.Initramfs, err = b.initramfs(t, kver, mtime); err != nil {
 			return fmt.Errorf("initramfs: %w", err)
 		}
 	}
+	if b.board.Boot == "raspi-firmware" {
+		// raspi-firmware's hook copies /boot's newest initramfs to the
+		// boot partition whenever it runs; until the gateway's initramfs
+		// tool makes its own, that is appliance's.
+		if err := b.putFile(t, "boot/initrd.img-"+kver, 0o644, 0, 0, bctx.Initramfs, mtime.Unix()); err != nil {
+			return err
+		}
+		if bctx.Cmdline, err = boards.RaspiFirmwareCmdlineOf(t, b.opt.Cache, b.board.DTB); err != nil {
+			return err
+		}
+	}
+	layout := disk.Layout{DiskID: d.ID, BootSize: b.board.BootSize}
+	root := rootfs.Ext4Entries(t, b.opt.Cache)
+	layout.RootSize = rootSize(root)
+	layout.Boot = fat.Options{Label: "BOOTFS", VolumeID: d.BootVolumeID}
+	layout.Root = ext4.Options{Label: "rootfs", UUID: d.RootUUID, HashSeed: d.HashSeed, Time: mtime, ReservedBlocksPercent: 5}
 	bootFiles, err := boards.BootFiles(bctx)
 	if err != nil {
 		return err
@@ -436,25 +447,47 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 	if err := disk.WriteImage(img, layout, boards.FATEntries(bootFiles, b.opt.Cache, mtime), root); err != nil {
 		return err
 	}
-	// QEMU boots the kernel and initramfs it is given; appliance vm and
-	// the boot test take them from beside the image.
-	if b.board.Boot == "qemu" {
-		if err := os.MkdirAll(filepath.Join(dir, "boot"), 0o755); err != nil {
-			return err
+	// QEMU boots the kernel and initramfs it is given (and a Pi 3's
+	// device tree): appliance vm and the boot test take them from beside
+	// the image, under the names outputs gives them.
+	if err := b.bootCopy(dir, bootFiles, kver); err != nil {
+		return err
+	}
+	s.done("%s: boot %d MiB, root %d MiB, kernel %s", img, layout.BootSize>>20, layout.RootSize>>20, kver)
+	return nil
+}
+
+// bootCopy writes what QEMU boots a qemu-arm64 or Debian-booted Pi
+// image with into the output's boot folder.
+func (b *builder) bootCopy(dir string, files []boards.File, kver string) error {
+	names := map[string]string{}
+	switch b.board.Boot {
+	case "qemu":
+		names = map[string]string{"vmlinuz": outputs.BootKernel, "initrd.img": outputs.BootInitrd, "cmdline.txt": outputs.BootCmdline}
+	case "raspi-firmware":
+		names = map[string]string{"vmlinuz-" + kver: outputs.BootKernel, "initrd.img-" + kver: outputs.BootInitrd, "cmdline.txt": outputs.BootCmdline, b.board.DTB: outputs.BootDTB}
+	default:
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(dir, outputs.BootDir), 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		name, ok := names[f.Path]
+		if !ok {
+			continue
 		}
-		for _, f := range bootFiles {
-			data := f.Data
-			if f.Entry != nil {
-				if data, err = os.ReadFile(b.opt.Cache.BlobPath(f.Entry.Blob)); err != nil {
-					return err
-				}
-			}
-			if err := os.WriteFile(filepath.Join(dir, "boot", f.Path), data, 0o644); err != nil {
+		data := f.Data
+		if f.Entry != nil {
+			var err error
+			if data, err = os.ReadFile(b.opt.Cache.BlobPath(f.Entry.Blob)); err != nil {
 				return err
 			}
 		}
+		if err := os.WriteFile(filepath.Join(dir, outputs.BootDir, name), data, 0o644); err != nil {
+			return err
+		}
 	}
-	s.done("%s: boot %d MiB, root %d MiB, kernel %s", img, layout.BootSize>>20, layout.RootSize>>20, kver)
 	return nil
 }
 
