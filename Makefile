@@ -67,7 +67,7 @@ race:
 # (about ten minutes under emulation); time-boxed inside the test.
 # The image carries the embedded programs, as a release binary's would.
 boot-test: generate
-	$(GO) test -tags 'boottest appliance_embed' -run '^TestBootDemo$$' -timeout 40m -count=1 -v ./images/vm
+	$(GO) test -tags 'boottest appliance_embed' -run '^(TestBootDemo|TestBootRaspi3)$$' -timeout 70m -count=1 -v ./images/vm
 
 # The end-to-end test of the whole site (nodes, readings, OTA, push,
 # rollback, what an outsider meets) shares the boot test's gateway: one

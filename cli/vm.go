@@ -13,7 +13,7 @@ import (
 func init() {
 	register(&verb{
 		name:    "vm",
-		summary: "Boot a built qemu-arm64 gateway under QEMU",
+		summary: "Boot a built qemu-arm64 gateway (or a Raspberry Pi 3 one built from Debian) under QEMU",
 		usage:   "vm [--fresh] [--console] [--ssh-port N] [--mqtt-port N] [--https-port N] [--memory MiB] OUT",
 		examples: `
 appliance vm out/demo                # boots out/demo/gateway.img; Ctrl-C powers it off
@@ -31,7 +31,7 @@ func runVM(ctx context.Context, e *Env, args []string) error {
 	ssh := fs.Int("ssh-port", 2222, "host port forwarded to the gateway's SSH")
 	mqtt := fs.Int("mqtt-port", 8883, "host port forwarded to the gateway's MQTT")
 	https := fs.Int("https-port", 8443, "host port forwarded to the gateway's HTTPS")
-	mem := fs.Int("memory", 2048, "memory in MiB")
+	mem := fs.Int("memory", 2048, "memory in MiB (a Raspberry Pi 3 has its 1024)")
 	if err := parse(e, v, fs, args); err != nil {
 		return err
 	}

@@ -128,6 +128,12 @@ func (m *System) Contribute() Contribution {
 	}
 	if w := g.Network.WiFi; w != nil {
 		c.Packages = append(c.Packages, "wpasupplicant")
+		if g.Hardware.Boot == "raspi-firmware" {
+			// Debian's raspi-firmware carries only part of the Pis'
+			// Wi-Fi firmware; the rest (the Pi 3's 43430 among it) is in
+			// non-free-firmware's firmware-brcm80211.
+			c.Packages = append(c.Packages, "firmware-brcm80211")
+		}
 		c.Units = append(c.Units, "wpa_supplicant@wlan0.service")
 		c.Symlinks = append(c.Symlinks, Symlink{Path: "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service", Target: "/usr/lib/systemd/system/wpa_supplicant@.service"})
 		c.Actions = append(c.Actions, restart(StageSystem, "wpa_supplicant@wlan0.service", "the Wi-Fi configuration changed", "/etc/wpa_supplicant/"))

@@ -460,7 +460,7 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 // bootCopy writes what QEMU boots a qemu-arm64 or Debian-booted Pi
 // image with into the output's boot folder.
 func (b *builder) bootCopy(dir string, files []boards.File, kver string) error {
-	names := map[string]string{}
+	var names map[string]string
 	switch b.board.Boot {
 	case "qemu":
 		names = map[string]string{"vmlinuz": outputs.BootKernel, "initrd.img": outputs.BootInitrd, "cmdline.txt": outputs.BootCmdline}

@@ -1,5 +1,7 @@
-// Package vm boots a qemu-arm64 gateway image under qemu-system-aarch64:
-// for appliance vm, and for the boot test. The image stays as it was
+// Package vm boots a gateway image under qemu-system-aarch64 — a
+// qemu-arm64 image on QEMU's virt machine, a Raspberry Pi 3 image built
+// from Debian on its raspi3b machine — for appliance vm, and for the
+// boot tests. The image stays as it was
 // built; the VM runs on a working copy beside it, enlarged so the first
 // boot has a card's worth of room to grow into.
 package vm
@@ -41,6 +43,10 @@ type Options struct {
 	Memory, CPUs int
 	// Console receives the serial console, besides console.log.
 	Console io.Writer
+	// BootDir holds the kernel, initramfs, command line (and device
+	// tree) to boot, under outputs' names; the build's boot folder when
+	// empty.
+	BootDir string
 }
 
 // VM is a running gateway.
@@ -71,8 +77,23 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s holds no build (%v); run appliance build first", opt.Out, err)
 	}
-	if info.Board != "qemu-arm64" {
-		return nil, fmt.Errorf("%s is a %s image; appliance vm boots qemu-arm64 images only", opt.Out, info.Board)
+	bootDir := opt.BootDir
+	if bootDir == "" {
+		bootDir = filepath.Join(opt.Out, outputs.BootDir)
+	}
+	machine := "virt"
+	switch info.Board {
+	case "qemu-arm64":
+	case "rpi3":
+		// QEMU's raspi3b has the Pi 3's SD host and USB but no Ethernet
+		// of its own; it boots the kernel and device tree it is given,
+		// as the Pi's firmware would from the boot partition.
+		if _, err := os.Stat(filepath.Join(bootDir, outputs.BootDTB)); err != nil {
+			return nil, fmt.Errorf("%s is a Raspberry Pi 3 image with Raspberry Pi's kernel, which QEMU's raspi3b cannot boot; build it from Debian's sources alone to try it here", opt.Out)
+		}
+		machine = "raspi3b"
+	default:
+		return nil, fmt.Errorf("%s is a %s image; appliance vm boots qemu-arm64 images and Raspberry Pi 3 images built from Debian", opt.Out, info.Board)
 	}
 	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
 		return nil, errors.New("qemu-system-aarch64 is not installed; install Debian's qemu-system-arm")
@@ -86,6 +107,10 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 	size := opt.DiskSize
 	if size == 0 {
 		size = 8 << 30
+	}
+	if machine == "raspi3b" && size&(size-1) != 0 {
+		// QEMU's SD card model takes only sizes that are powers of two.
+		return nil, fmt.Errorf("a Raspberry Pi's SD card is a power of two in size; %d bytes is not", size)
 	}
 	// A new build means a new gateway: start from its image.
 	if fresh, err := needsCopy(disk, img); err != nil {
@@ -103,7 +128,7 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmdline, err := os.ReadFile(filepath.Join(opt.Out, "boot", "cmdline.txt"))
+	cmdline, err := os.ReadFile(filepath.Join(bootDir, outputs.BootCmdline))
 	if err != nil {
 		return nil, err
 	}
@@ -117,27 +142,45 @@ func Start(ctx context.Context, opt Options) (*VM, error) {
 	}
 	v.Accel = "tcg,thread=multi"
 	cpu := "cortex-a72"
-	if runtime.GOARCH == "arm64" {
+	if runtime.GOARCH == "arm64" && machine == "virt" {
 		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
 			f.Close()
 			v.Accel, cpu = "kvm", "host"
 		}
 	}
 	os.Remove(v.qmp)
-	args := []string{
-		"-M", "virt", "-cpu", cpu, "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem), "-accel", v.Accel,
-		"-nographic", "-serial", "stdio", "-monitor", "none", "-qmp", "unix:" + v.qmp + ",server=on,wait=off",
-		"-kernel", filepath.Join(opt.Out, "boot", "vmlinuz"),
-		"-initrd", filepath.Join(opt.Out, "boot", "initrd.img"),
+	args := []string{"-M", machine}
+	if machine == "virt" {
+		args = append(args, "-cpu", cpu, "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem))
+	} else {
+		// The Pi 3's four Cortex-A53 and 1 GiB are the machine's own.
+		args = append(args, "-m", "1024")
+	}
+	args = append(args, "-accel", v.Accel,
+		"-nographic", "-monitor", "none", "-qmp", "unix:"+v.qmp+",server=on,wait=off",
+		"-kernel", filepath.Join(bootDir, outputs.BootKernel),
+		"-initrd", filepath.Join(bootDir, outputs.BootInitrd),
 		"-append", strings.TrimSpace(string(cmdline)),
-		"-drive", "file=" + disk + ",format=raw,if=none,id=disk0,cache=unsafe",
-		"-device", "virtio-blk-pci,drive=disk0",
-		"-netdev", "user,id=net0" + hostfwd,
-		// A kernel booted directly needs no network boot ROM, and without
-		// romfile= QEMU refuses to start where ipxe-qemu (a Recommends of
-		// qemu-system-arm) is not installed.
-		"-device", "virtio-net-pci,netdev=net0,romfile=",
-		"-device", "virtio-rng-pci",
+		"-netdev", "user,id=net0"+hostfwd)
+	if machine == "virt" {
+		args = append(args,
+			"-serial", "stdio",
+			"-drive", "file="+disk+",format=raw,if=none,id=disk0,cache=unsafe",
+			"-device", "virtio-blk-pci,drive=disk0",
+			// A kernel booted directly needs no network boot ROM, and
+			// without romfile= QEMU refuses to start where ipxe-qemu (a
+			// Recommends of qemu-system-arm) is not installed.
+			"-device", "virtio-net-pci,netdev=net0,romfile=",
+			"-device", "virtio-rng-pci")
+	} else {
+		args = append(args,
+			// The console is the mini UART on the pin header, QEMU's
+			// second serial port; the first is the PL011 the Pi gives
+			// to Bluetooth.
+			"-serial", "null", "-serial", "stdio",
+			"-dtb", filepath.Join(bootDir, outputs.BootDTB),
+			"-drive", "file="+disk+",format=raw,if=sd,cache=unsafe",
+			"-device", "usb-net,netdev=net0")
 	}
 	logf, err := os.Create(v.ConsoleLog)
 	if err != nil {

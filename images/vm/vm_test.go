@@ -15,10 +15,12 @@ import (
 
 // fakeBuild writes a build output without its kernel: QEMU sets the
 // machine and its devices up, then fails to load the kernel and ends.
-func fakeBuild(t *testing.T) string {
+func fakeBuild(t *testing.T) string { return fakeBoardBuild(t, "qemu-arm64") }
+
+func fakeBoardBuild(t *testing.T, board string) string {
 	t.Helper()
 	out := t.TempDir()
-	info, _ := json.Marshal(map[string]any{"site": "t", "board": "qemu-arm64", "hostname": "t-gw", "admin": "ops",
+	info, _ := json.Marshal(map[string]any{"site": "t", "board": board, "hostname": "t-gw", "admin": "ops",
 		"listeners": []map[string]any{{"port": 22, "proto": "tcp", "setting": "ssh.port", "purpose": "SSH"}}})
 	files := map[string]string{
 		"build-info.json":  string(info),
@@ -75,5 +77,39 @@ func TestQEMUEndsEarly(t *testing.T) {
 	}
 	if !strings.Contains(string(console), "could not load kernel") {
 		t.Errorf("QEMU did not get as far as the kernel:\n%s", console)
+	}
+}
+
+// TestRaspi3Machine: a Raspberry Pi 3 image built from Debian starts
+// QEMU's raspi3b with its device tree, SD card and USB network (QEMU
+// takes them all and gets as far as the kernel); one with Raspberry Pi's
+// kernel (no device tree beside it), another board, or an SD card whose
+// size QEMU's card model refuses, is refused with the reason.
+func TestRaspi3Machine(t *testing.T) {
+	testenv.Require(t, "qemu-system-aarch64")
+	out := fakeBoardBuild(t, "rpi3")
+	if _, err := vm.Start(context.Background(), vm.Options{Out: out, DiskSize: 64 << 20}); err == nil || !strings.Contains(err.Error(), "Debian") {
+		t.Errorf("an rpi3 image without its device tree: %v", err)
+	}
+	os.WriteFile(filepath.Join(out, "boot", "board.dtb"), []byte("not a device tree"), 0o644)
+	if _, err := vm.Start(context.Background(), vm.Options{Out: out, DiskSize: 96 << 20}); err == nil || !strings.Contains(err.Error(), "power of two") {
+		t.Errorf("an SD card of 96 MiB: %v", err)
+	}
+	if _, err := vm.Start(context.Background(), vm.Options{Out: fakeBoardBuild(t, "rpi5"), DiskSize: 64 << 20}); err == nil || !strings.Contains(err.Error(), "rpi5") {
+		t.Errorf("an rpi5 image: %v", err)
+	}
+	m, err := vm.Start(context.Background(), vm.Options{Out: out, DiskSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Done():
+	case <-time.After(2 * time.Minute):
+		m.Stop(time.Second)
+		t.Fatal("QEMU did not end with a kernel it cannot load")
+	}
+	console, _ := os.ReadFile(m.ConsoleLog)
+	if !strings.Contains(string(console), "could not load kernel") {
+		t.Errorf("QEMU's raspi3b did not get as far as the kernel:\n%s", console)
 	}
 }
