@@ -160,7 +160,7 @@ func (b *Board) Resolve(sources []Source) (*Board, error) {
 		}
 	}
 	if b.Debian == nil {
-		return nil, fmt.Errorf("%s; add source \"raspberrypi\" { url = \"http://archive.raspberrypi.com/debian\" } to the os block, or a mirror of it", b.NoDebian)
+		return nil, fmt.Errorf("%s; add source \"raspberrypi\" { url = \"http://archive.raspberrypi.com/debian\" } to the os block, or a mirror of it named \"raspberrypi\"", b.NoDebian)
 	}
 	for _, s := range sources {
 		if slices.Contains(s.Components, "non-free-firmware") && !s.IsRaspberryPi() {
@@ -170,10 +170,11 @@ func (b *Board) Resolve(sources []Source) (*Board, error) {
 	return nil, fmt.Errorf("the %s's boot firmware (raspi-firmware) is in Debian's non-free-firmware component, which no source lists; add \"non-free-firmware\" to the Debian source's components", b.Name)
 }
 
-// IsRaspberryPi reports whether the source is the Raspberry Pi archive
-// (or a mirror named for it by its shipped key).
+// IsRaspberryPi reports whether the source is the Raspberry Pi archive:
+// by its address, by the shipped key that signs it, or, for a mirror of
+// one's own, by its name "raspberrypi".
 func (s Source) IsRaspberryPi() bool {
-	if s.ShippedKeyring == "raspberrypi" {
+	if s.ShippedKeyring == "raspberrypi" || s.Name == "raspberrypi" {
 		return true
 	}
 	u, err := url.Parse(s.URL)

@@ -172,7 +172,7 @@ os {
     url     = "http://deb.debian.org/debian"
     keyring = %q
   }
-  source "vendor" {
+  source "raspberrypi" {
     url     = %q
     keyring = %q
   }
