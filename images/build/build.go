@@ -414,7 +414,7 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 		return err
 	}
 	bctx := &boards.Context{Boot: b.board.Boot, KernelImage: b.board.KernelImage, SoC: b.board.SoC, GPUFirmware: b.board.GPUFirmware, DTB: b.board.DTB,
-		Tree: t, Blobs: b.opt.Cache, Kernel: kver, Cmdline: boards.Cmdline(b.board.Console, d.RootPartUUID()), Time: mtime}
+		Tree: t, Blobs: b.opt.Cache, Kernel: kver, Time: mtime}
 	if b.board.InitramfsModules != nil {
 		if bctx.Initramfs, err = b.initramfs(t, kver, mtime); err != nil {
 			return fmt.Errorf("initramfs: %w", err)
@@ -427,9 +427,13 @@ func (b *builder) image(ctx context.Context, t *tree.Tree, dir string) error {
 		if err := b.putFile(t, "boot/initrd.img-"+kver, 0o644, 0, 0, bctx.Initramfs, mtime.Unix()); err != nil {
 			return err
 		}
+		// The command line is the one the hook writes from the gateway's
+		// settings.
 		if bctx.Cmdline, err = boards.RaspiFirmwareCmdlineOf(t, b.opt.Cache, b.board.DTB); err != nil {
 			return err
 		}
+	} else {
+		bctx.Cmdline = boards.Cmdline(b.board.Console, d.RootPartUUID())
 	}
 	layout := disk.Layout{DiskID: d.ID, BootSize: b.board.BootSize}
 	root := rootfs.Ext4Entries(t, b.opt.Cache)

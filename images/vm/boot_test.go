@@ -89,21 +89,7 @@ func TestBootDemo(t *testing.T) {
 
 	// Log in as the admin with appliance's deploy key, and accept only the
 	// host key the state holds: push pins the host the same way.
-	key, err := st.ReadFile("ssh/deploy_ed25519")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostPub, _ := st.ReadFile("ssh/ssh_host_ed25519_key.pub")
-	host, _, _, _, err := ssh.ParseAuthorizedKey(hostPub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &ssh.ClientConfig{User: gw.Admin, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: ssh.FixedHostKey(host), HostKeyAlgorithms: []string{ssh.KeyAlgoED25519}, Timeout: 20 * time.Second}
+	cfg := adminSSH(t, st, gw.Admin)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(m.SSHPort))
 	connect := func(within time.Duration) *ssh.Client {
 		t.Helper()
@@ -360,6 +346,27 @@ func serverSerial(t *testing.T, port int, pool *x509.CertPool, pair tls.Certific
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// adminSSH logs in as the admin with appliance's deploy key and accepts
+// only the host key the state holds, as push does.
+func adminSSH(t *testing.T, st *state.Store, admin string) *ssh.ClientConfig {
+	t.Helper()
+	key, err := st.ReadFile("ssh/deploy_ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPub, _ := st.ReadFile("ssh/ssh_host_ed25519_key.pub")
+	host, _, _, _, err := ssh.ParseAuthorizedKey(hostPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ssh.ClientConfig{User: admin, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(host), HostKeyAlgorithms: []string{ssh.KeyAlgoED25519}, Timeout: 20 * time.Second}
 }
 
 // shellQuote quotes s for the gateway's shell.

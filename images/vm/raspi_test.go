@@ -81,21 +81,7 @@ func TestBootRaspi3(t *testing.T) {
 	img := filepath.Join(out, outputs.ImageName)
 	built := fatFiles(t, img)
 
-	key, err := st.ReadFile("ssh/deploy_ed25519")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostPub, _ := st.ReadFile("ssh/ssh_host_ed25519_key.pub")
-	host, _, _, _, err := ssh.ParseAuthorizedKey(hostPub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &ssh.ClientConfig{User: opt.Gateway.Admin, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: ssh.FixedHostKey(host), HostKeyAlgorithms: []string{ssh.KeyAlgoED25519}, Timeout: 20 * time.Second}
+	cfg := adminSSH(t, st, opt.Gateway.Admin)
 	run := func(c *ssh.Client, cmd string) string {
 		t.Helper()
 		s, err := c.NewSession()

@@ -50,12 +50,7 @@ func TestQEMUEndsEarly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-m.Done():
-	case <-time.After(2 * time.Minute):
-		m.Stop(time.Second)
-		t.Fatal("QEMU did not end with a kernel it cannot load")
-	}
+	waitEnd(t, m)
 	// A second waiter, as the boot test's connect and its deferred Stop.
 	<-m.Done()
 	stopped := make(chan error, 1)
@@ -102,14 +97,20 @@ func TestRaspi3Machine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitEnd(t, m)
+	console, _ := os.ReadFile(m.ConsoleLog)
+	if !strings.Contains(string(console), "could not load kernel") {
+		t.Errorf("QEMU's raspi3b did not get as far as the kernel:\n%s", console)
+	}
+}
+
+// waitEnd waits for a QEMU that cannot load its kernel to end.
+func waitEnd(t *testing.T, m *vm.VM) {
+	t.Helper()
 	select {
 	case <-m.Done():
 	case <-time.After(2 * time.Minute):
 		m.Stop(time.Second)
 		t.Fatal("QEMU did not end with a kernel it cannot load")
-	}
-	console, _ := os.ReadFile(m.ConsoleLog)
-	if !strings.Contains(string(console), "could not load kernel") {
-		t.Errorf("QEMU's raspi3b did not get as far as the kernel:\n%s", console)
 	}
 }
